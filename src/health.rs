@@ -1,0 +1,67 @@
+//! Truthful gRPC health: a background probe PINGs Valkey and drives tonic-health.
+
+use std::time::Duration;
+
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    proto::session_service_server::SessionServiceServer, service::SessionService,
+    store::SessionStore,
+};
+
+/// The name under which the session service reports health.
+pub const SERVICE_NAME: &str =
+    <SessionServiceServer<SessionService> as tonic::server::NamedService>::NAME;
+
+/// Handle to the probe, used at shutdown.
+pub struct Health {
+    reporter: HealthReporter,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Health {
+    /// Reports NOT_SERVING for good: the first step of a graceful shutdown.
+    pub async fn stop_serving(&self) {
+        let _ = self.stop.send(true);
+        set(&self.reporter, ServingStatus::NotServing).await;
+    }
+}
+
+/// Starts the probe loop: SERVING while a PING answers within the command timeout.
+pub fn spawn_probe(store: SessionStore, reporter: HealthReporter, every: Duration) -> Health {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let probe_reporter = reporter.clone();
+    tokio::spawn(async move {
+        set(&probe_reporter, ServingStatus::NotServing).await;
+        let mut last = None;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+            let up = store.ping().await.is_ok();
+            if *stopped.borrow() {
+                return;
+            }
+            if last != Some(up) {
+                let status = if up {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                tracing::info!(valkey_up = up, "health changed");
+                metrics::gauge!("valkey_up").set(if up { 1.0 } else { 0.0 });
+                set(&probe_reporter, status).await;
+                last = Some(up);
+            }
+        }
+    });
+    Health { reporter, stop }
+}
+
+async fn set(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(SERVICE_NAME, status).await;
+}

@@ -1,0 +1,15 @@
+//! valkey-sessions: a gRPC session service backed by Valkey.
+//!
+//! The request path reads top to bottom: [`service`] validates and maps, [`store`] talks to
+//! Valkey, [`session`] holds the rules. [`server`] wires it all to a socket.
+
+pub mod config;
+pub mod health;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod store;
+pub mod telemetry;
+
+pub use proto::session_service_client::SessionServiceClient;

@@ -1,0 +1,204 @@
+//! The tonic `SessionService`: validate the request, call the store, map the result.
+//! Nothing below this module knows about gRPC.
+
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use crate::{
+    config::SessionConfig,
+    proto::{
+        self, Consistency, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
+        GetRequest, GetResponse, PutRequest, PutResponse,
+    },
+    session::{Error, Limits, Session, SessionId, expiry_ms, now_ms},
+    store::{Delta, SessionStore},
+};
+
+/// The gRPC face of the store.
+pub struct SessionService {
+    store: SessionStore,
+    limits: Limits,
+    lifetimes: SessionConfig,
+}
+
+impl SessionService {
+    /// A service over `store` with the given limits and lifetime defaults.
+    pub fn new(store: SessionStore, limits: Limits, lifetimes: SessionConfig) -> Self {
+        Self {
+            store,
+            limits,
+            lifetimes,
+        }
+    }
+
+    fn timeout(
+        field: &str,
+        requested: Option<prost_types::Duration>,
+        default: Option<Duration>,
+        max: Duration,
+    ) -> Result<Option<Duration>, Error> {
+        let Some(requested) = requested else {
+            return Ok(default);
+        };
+        let value = Duration::try_from(requested)
+            .map_err(|_| Error::InvalidArgument(format!("{field} must be a positive duration")))?;
+        if value < Duration::from_secs(1) || value > max {
+            return Err(Error::InvalidArgument(format!(
+                "{field} must be between 1s and {}s, got {:.3}s",
+                max.as_secs(),
+                value.as_secs_f64()
+            )));
+        }
+        Ok(Some(value))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::session_service_server::SessionService for SessionService {
+    #[tracing::instrument(name = "Create", skip_all)]
+    async fn create(
+        &self,
+        request: Request<CreateRequest>,
+    ) -> Result<Response<CreateResponse>, Status> {
+        let req = request.into_inner();
+        self.limits.check_principal(&req.principal)?;
+        self.limits.check_entries("attributes", &req.attributes)?;
+        self.limits.check_totals(&req.attributes)?;
+        let idle = Self::timeout(
+            "idle_timeout",
+            req.idle_timeout,
+            Some(self.lifetimes.default_idle_timeout),
+            self.lifetimes.max_idle_timeout,
+        )?
+        .unwrap_or(self.lifetimes.default_idle_timeout);
+        let absolute = Self::timeout(
+            "absolute_timeout",
+            req.absolute_timeout,
+            self.lifetimes.default_absolute_timeout,
+            self.lifetimes.max_absolute_timeout,
+        )?;
+
+        let now = now_ms();
+        let mut session = Session {
+            id: SessionId::generate(),
+            attributes: req.attributes,
+            principal: req.principal,
+            version: 1,
+            created_at_ms: now,
+            last_accessed_at_ms: now,
+            idle_timeout_ms: idle.as_millis() as u64,
+            absolute_expires_at_ms: absolute.map(|a| now + a.as_millis() as u64),
+        };
+        // SET NX refuses an existing key: a 256-bit collision is practically impossible, but a
+        // retry with a fresh id is cheaper than reasoning about it.
+        for _ in 0..2 {
+            if self.store.create(&session).await? {
+                tracing::debug!(session = %session.id.fingerprint(), "created");
+                return Ok(Response::new(CreateResponse {
+                    session: Some(to_proto(session)),
+                }));
+            }
+            session.id = SessionId::generate();
+        }
+        Err(Error::Internal("could not allocate a unique session id".into()).into())
+    }
+
+    #[tracing::instrument(name = "Get", skip_all)]
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = request.into_inner();
+        let id = SessionId::parse(&req.id)?;
+        let strong = req.consistency == Consistency::Strong as i32;
+        let (session, source) = self.store.get(&id, strong).await?;
+        metrics::counter!("session_gets_total", "source" => source.as_str()).increment(1);
+        let session = session.ok_or(Error::NotFound)?;
+        if session.needs_touch(now_ms()) {
+            self.store.touch_in_background(&id);
+        }
+        Ok(Response::new(GetResponse {
+            session: Some(to_proto(session)),
+        }))
+    }
+
+    #[tracing::instrument(name = "Put", skip_all)]
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        let id = SessionId::parse(&req.id)?;
+        self.limits.check_entries("set", &req.set)?;
+        for name in &req.remove {
+            self.limits.check_name("remove", name)?;
+            if req.set.contains_key(name) {
+                return Err(Error::InvalidArgument(format!(
+                    "attribute {name:?} is in both set and remove; send one or the other"
+                ))
+                .into());
+            }
+        }
+        let delta = Delta {
+            set: req.set.into_iter().collect(),
+            remove: req.remove,
+            expected_version: req.expected_version,
+        };
+        let session = self.store.put(&id, delta).await?;
+        Ok(Response::new(PutResponse {
+            session: Some(to_proto(session)),
+        }))
+    }
+
+    #[tracing::instrument(name = "Delete", skip_all)]
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let id = SessionId::parse(&request.into_inner().id)?;
+        let existed = self.store.delete(&id).await?;
+        Ok(Response::new(DeleteResponse { existed }))
+    }
+}
+
+fn to_proto(s: Session) -> proto::Session {
+    let expires = expiry_ms(
+        s.last_accessed_at_ms,
+        s.idle_timeout_ms,
+        s.absolute_expires_at_ms,
+    );
+    proto::Session {
+        id: s.id.as_str().to_owned(),
+        attributes: s.attributes,
+        principal: s.principal,
+        created_at: Some(timestamp(s.created_at_ms)),
+        last_accessed_at: Some(timestamp(s.last_accessed_at_ms)),
+        expires_at: Some(timestamp(expires)),
+        idle_timeout: Some(
+            Duration::from_millis(s.idle_timeout_ms)
+                .try_into()
+                .unwrap_or_default(),
+        ),
+        absolute_expires_at: s.absolute_expires_at_ms.map(timestamp),
+        version: s.version,
+    }
+}
+
+fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::InvalidId(_) | Error::InvalidArgument(_) => Status::invalid_argument(message),
+            Error::NotFound => Status::not_found(message),
+            Error::VersionConflict { .. } => Status::aborted(message),
+            Error::LimitExceeded(_) => Status::resource_exhausted(message),
+            Error::Unavailable(_) => Status::unavailable(message),
+            Error::Internal(_) => {
+                tracing::error!(error = %message, "internal error");
+                Status::internal(message)
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Builds the fred connection pool: cluster or standalone, rustls TLS, replicas, timeouts and a
+//! reconnect policy (without timeouts and reconnects, fred reads can hang forever on a dead node).
+
+use std::sync::Arc;
+
+use fred::{
+    prelude::{Builder, ClientLike, Pool, ReconnectPolicy},
+    rustls::{ClientConfig, RootCertStore, pki_types::CertificateDer},
+    types::config::{
+        Config as FredConfig, ReplicaConfig, TlsConfig, TlsConnector,
+        TlsHostMapping as FredHostMapping,
+    },
+};
+use rustls_pki_types::pem::PemObject;
+
+use crate::config::{ReadFrom, TlsHostMapping, ValkeyConfig};
+
+/// Why the Valkey client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL or options were rejected by fred.
+    #[error("valkey client: {0}")]
+    Fred(#[from] fred::error::Error),
+    /// TLS could not be set up.
+    #[error("valkey TLS: {0}")]
+    Tls(String),
+}
+
+/// Builds an unconnected pool from the configuration.
+pub fn build_pool(cfg: &ValkeyConfig) -> Result<Pool, ClientError> {
+    let mut config = FredConfig::from_url(&cfg.url)?;
+    if config.tls.is_some() {
+        config.tls = Some(TlsConfig {
+            connector: TlsConnector::from(rustls_config(cfg)?),
+            hostnames: match cfg.tls_host_mapping {
+                TlsHostMapping::None => FredHostMapping::None,
+                TlsHostMapping::DefaultHost => FredHostMapping::DefaultHost,
+            },
+        });
+    }
+    // Fail commands at once while disconnected instead of queueing them behind a reconnect.
+    config.fail_fast = true;
+    let command_timeout = cfg.command_timeout;
+    let connect_timeout = cfg.connect_timeout;
+    let replicas = cfg.read_from == ReadFrom::Replica;
+    let pool = Builder::from_config(config)
+        .with_performance_config(|perf| {
+            perf.default_command_timeout = command_timeout;
+        })
+        .with_connection_config(|conn| {
+            conn.connection_timeout = connect_timeout;
+            conn.internal_command_timeout = connect_timeout;
+            conn.max_command_attempts = 2;
+            conn.max_redirections = 5;
+            conn.tcp.nodelay = Some(true);
+            if replicas {
+                // Eager replica connections: with lazy ones, a dead replica stalled the whole
+                // client in our measurements (shared/valkey-notes.md, fact 8).
+                conn.replica = ReplicaConfig {
+                    lazy_connections: false,
+                    primary_fallback: true,
+                    ignore_reconnection_errors: true,
+                    ..ReplicaConfig::default()
+                };
+            }
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+        .build_pool(cfg.pool_size)?;
+    Ok(pool)
+}
+
+/// rustls with the system roots plus the PEM roots of `ca_file`.
+fn rustls_config(cfg: &ValkeyConfig) -> Result<ClientConfig, ClientError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = &cfg.ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect())
+            .map_err(|e| ClientError::Tls(format!("reading {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(ClientError::Tls(format!(
+                "{} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| ClientError::Tls(format!("{}: {e}", path.display())))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Tls(
+            "no trusted roots: the system has none and VALKEY_CA_FILE is unset".into(),
+        ));
+    }
+    // An explicit provider: two providers in one build make the implicit choice panic.
+    let provider = Arc::new(fred::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// Connects in the background; returns once connected or after `wait`, whichever is first, so a
+/// service can start (and report NOT_SERVING) while Valkey is still down.
+pub async fn connect(pool: &Pool, wait: std::time::Duration) -> bool {
+    pool.connect_pool();
+    matches!(
+        tokio::time::timeout(wait, pool.wait_for_connect()).await,
+        Ok(Ok(()))
+    )
+}

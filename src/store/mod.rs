@@ -1,0 +1,252 @@
+//! Valkey storage of sessions: one key per session, one round trip per operation.
+
+mod client;
+mod codec;
+mod keys;
+
+pub use client::{ClientError, build_pool, connect};
+pub use keys::KeySpace;
+
+use bytes::Bytes;
+use fred::{
+    prelude::{ClientLike, KeysInterface, Pool},
+    types::{Expiration, SetOptions, Value, scripts::Script},
+};
+use tracing::Instrument;
+
+use crate::{
+    config::ReadFrom,
+    session::{Error, Limits, Session, SessionId, now_ms},
+};
+
+/// Which node answered a Get; exported as a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadSource {
+    /// A read replica.
+    Replica,
+    /// The primary, asked directly.
+    Primary,
+    /// The primary, after the replica missed or failed.
+    Fallback,
+}
+
+impl ReadSource {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Replica => "replica",
+            Self::Primary => "primary",
+            Self::Fallback => "fallback",
+        }
+    }
+}
+
+/// A Put delta, already validated by the caller.
+#[derive(Debug, Default)]
+pub struct Delta {
+    /// Attributes to add or replace.
+    pub set: Vec<(String, Vec<u8>)>,
+    /// Attribute names to remove.
+    pub remove: Vec<String>,
+    /// Required current version, if any.
+    pub expected_version: Option<u64>,
+}
+
+/// Sessions in Valkey.
+#[derive(Clone)]
+pub struct SessionStore {
+    pool: Pool,
+    keys: KeySpace,
+    read_from: ReadFrom,
+    limits: Limits,
+    put: Script,
+    touch: Script,
+}
+
+impl SessionStore {
+    /// A store over a (possibly not yet connected) pool.
+    pub fn new(pool: Pool, keys: KeySpace, read_from: ReadFrom, limits: Limits) -> Self {
+        Self {
+            pool,
+            keys,
+            read_from,
+            limits,
+            put: Script::from_lua(include_str!("scripts/put.lua")),
+            touch: Script::from_lua(include_str!("scripts/touch.lua")),
+        }
+    }
+
+    /// The underlying pool, for health probes and replica maintenance.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Loads the scripts on every primary so the first Put is not a NOSCRIPT round trip.
+    pub async fn load_scripts(&self) -> Result<(), Error> {
+        let client = self.pool.next();
+        self.put.load(client).await.map_err(map_err)?;
+        self.touch.load(client).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Stores a new session; fails only if the id is taken (a CSPRNG collision, never in practice).
+    #[tracing::instrument(name = "valkey.create", skip_all, fields(session = %session.id.fingerprint()))]
+    pub async fn create(&self, session: &Session) -> Result<bool, Error> {
+        let key = self.keys.session(&session.id);
+        let blob = Bytes::from(codec::encode(session));
+        let expires = session.expires_at_ms() as i64;
+        let reply: Option<String> = self
+            .pool
+            .next()
+            .set(
+                key,
+                blob,
+                Some(Expiration::PXAT(expires)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(reply.is_some())
+    }
+
+    /// Reads a session. `strong` forces the primary; otherwise replicas serve it where
+    /// configured, and a replica miss or error falls back to the primary (read-your-writes).
+    #[tracing::instrument(name = "valkey.get", skip_all, fields(session = %id.fingerprint()))]
+    pub async fn get(
+        &self,
+        id: &SessionId,
+        strong: bool,
+    ) -> Result<(Option<Session>, ReadSource), Error> {
+        let key = self.keys.session(id);
+        let client = self.pool.next();
+        let (blob, source) = if strong || self.read_from == ReadFrom::Primary {
+            let blob: Option<Bytes> = client.get(&key).await.map_err(map_err)?;
+            (blob, ReadSource::Primary)
+        } else {
+            match client.replicas().get::<Option<Bytes>, _>(&key).await {
+                Ok(Some(blob)) => (Some(blob), ReadSource::Replica),
+                Ok(None) | Err(_) => {
+                    let blob: Option<Bytes> = client.get(&key).await.map_err(map_err)?;
+                    (blob, ReadSource::Fallback)
+                }
+            }
+        };
+        let session = match blob {
+            Some(blob) => Some(codec::decode(id.clone(), &blob)?),
+            None => None,
+        };
+        // A replica may still hold a key whose time is up: expiry is the primary's decision.
+        let live = session.filter(|s| s.expires_at_ms() > now_ms());
+        Ok((live, source))
+    }
+
+    /// Applies a delta atomically with one script call.
+    #[tracing::instrument(name = "valkey.put", skip_all, fields(session = %id.fingerprint()))]
+    pub async fn put(&self, id: &SessionId, delta: Delta) -> Result<Session, Error> {
+        let key = self.keys.session(id);
+        let mut args: Vec<Value> = Vec::with_capacity(5 + 2 * delta.set.len() + delta.remove.len());
+        args.push((now_ms() as i64).into());
+        args.push(match delta.expected_version {
+            Some(v) => Value::from(v.to_string()),
+            None => Value::from(""),
+        });
+        args.push((self.limits.max_session_bytes as i64).into());
+        args.push((self.limits.max_attributes as i64).into());
+        args.push((delta.set.len() as i64).into());
+        for (name, value) in delta.set {
+            args.push(name.into());
+            args.push(Bytes::from(value).into());
+        }
+        args.extend(delta.remove.into_iter().map(Value::from));
+
+        let reply: Vec<Value> = self
+            .put
+            .evalsha_with_reload(self.pool.next(), key, args)
+            .await
+            .map_err(map_err)?;
+        let code = reply.first().and_then(Value::as_i64);
+        let number = || reply.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64;
+        match code {
+            Some(1) => match reply.get(1) {
+                Some(Value::Bytes(blob)) => codec::decode(id.clone(), blob),
+                Some(Value::String(blob)) => codec::decode(id.clone(), blob.as_bytes()),
+                other => Err(Error::Internal(format!("put script returned {other:?}"))),
+            },
+            Some(0) => Err(Error::NotFound),
+            Some(-1) => Err(Error::VersionConflict {
+                expected: delta.expected_version.unwrap_or_default(),
+                current: number(),
+            }),
+            Some(-2) => Err(self.limits.too_large(number() as usize)),
+            Some(-3) => Err(self.limits.too_many(number() as usize)),
+            _ => Err(Error::Internal(format!("put script returned {reply:?}"))),
+        }
+    }
+
+    /// Refreshes a session's expiry in the background after a read; failures only cost the
+    /// refresh, which the next read in the second half of the idle window tries again.
+    pub fn touch_in_background(&self, id: &SessionId) {
+        let store = self.clone();
+        let key = self.keys.session(id);
+        let span = tracing::info_span!("valkey.touch", session = %id.fingerprint());
+        tokio::spawn(
+            async move {
+                let result: Result<i64, _> = store
+                    .touch
+                    .evalsha_with_reload(store.pool.next(), key, vec![Value::from(now_ms() as i64)])
+                    .await;
+                let outcome = match &result {
+                    Ok(1) => "refreshed",
+                    Ok(_) => "skipped",
+                    Err(_) => "error",
+                };
+                metrics::counter!("session_touches_total", "outcome" => outcome).increment(1);
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "expiry refresh failed");
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Deletes a session; returns whether it existed.
+    #[tracing::instrument(name = "valkey.delete", skip_all, fields(session = %id.fingerprint()))]
+    pub async fn delete(&self, id: &SessionId) -> Result<bool, Error> {
+        let removed: i64 = self
+            .pool
+            .next()
+            .del(self.keys.session(id))
+            .await
+            .map_err(map_err)?;
+        Ok(removed > 0)
+    }
+
+    /// One PING to every primary; the health probe.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let _: () = self.pool.next().ping(None).await.map_err(map_err)?;
+        Ok(())
+    }
+}
+
+/// The one mapping of fred errors into the domain.
+fn map_err(e: fred::error::Error) -> Error {
+    use fred::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::IO
+        | ErrorKind::Timeout
+        | ErrorKind::Canceled
+        | ErrorKind::Backpressure
+        | ErrorKind::Cluster
+        | ErrorKind::Routing
+        | ErrorKind::Tls => Error::Unavailable(e.to_string()),
+        _ if e.details().starts_with("CLUSTERDOWN")
+            || e.details().starts_with("LOADING")
+            || e.details().starts_with("TRYAGAIN")
+            || e.details().starts_with("MASTERDOWN") =>
+        {
+            Error::Unavailable(e.to_string())
+        }
+        _ => Error::Internal(e.to_string()),
+    }
+}

@@ -1,0 +1,704 @@
+//! The session.v1 contract through a real tonic client against the real binary and a real
+//! standalone Valkey.
+
+mod support;
+
+use std::collections::HashSet;
+
+use support::{Service, Valkey, attrs};
+use tonic::Code;
+use valkey_sessions::proto::{Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest};
+
+fn start() -> (Valkey, Service) {
+    let valkey = Valkey::standalone();
+    let service = Service::start(&valkey.url(), &[]);
+    (valkey, service)
+}
+
+#[tokio::test]
+async fn create_get_put_delete_round_trip() {
+    let (_valkey, service) = start();
+    let mut c = service.client().await;
+
+    let created = c
+        .create(CreateRequest {
+            attributes: attrs(&[("user", "ada"), ("cart", "3 items")]),
+            principal: "ada@example.com".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(created.version, 1);
+    assert_eq!(created.principal, "ada@example.com");
+    assert_eq!(
+        created.attributes,
+        attrs(&[("user", "ada"), ("cart", "3 items")])
+    );
+    assert_eq!(
+        created.idle_timeout.unwrap().seconds,
+        30 * 60,
+        "default idle timeout"
+    );
+    assert!(created.absolute_expires_at.is_none(), "no cap by default");
+    let created_at = created.created_at.unwrap();
+    assert_eq!(created.last_accessed_at.unwrap(), created_at);
+    assert_eq!(
+        created.expires_at.unwrap().seconds,
+        created_at.seconds + 1800
+    );
+
+    for consistency in [
+        Consistency::Unspecified,
+        Consistency::Eventual,
+        Consistency::Strong,
+    ] {
+        let got = c
+            .get(GetRequest {
+                id: created.id.clone(),
+                consistency: consistency as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap();
+        assert_eq!(
+            got, created,
+            "{consistency:?} read returns what was created"
+        );
+    }
+
+    let put = c
+        .put(PutRequest {
+            id: created.id.clone(),
+            set: attrs(&[("cart", "4 items"), ("theme", "dark")]),
+            remove: vec!["user".into()],
+            expected_version: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(put.version, 2);
+    assert_eq!(
+        put.attributes,
+        attrs(&[("cart", "4 items"), ("theme", "dark")])
+    );
+    assert_eq!(put.created_at, created.created_at);
+
+    let got = c
+        .get(GetRequest {
+            id: created.id.clone(),
+            consistency: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(got, put);
+
+    let deleted = c
+        .delete(DeleteRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(deleted.existed);
+    let again = c
+        .delete(DeleteRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.existed, "delete is idempotent");
+    let gone = c
+        .get(GetRequest {
+            id: created.id.clone(),
+            consistency: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    let put_gone = c
+        .put(PutRequest {
+            id: created.id,
+            set: attrs(&[("a", "b")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(put_gone.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn stale_expected_version_is_aborted_with_the_current_version() {
+    let (_valkey, service) = start();
+    let mut c = service.client().await;
+    let id = c
+        .create(CreateRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+
+    let v2 = c
+        .put(PutRequest {
+            id: id.clone(),
+            set: attrs(&[("n", "1")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(
+        v2.version, 2,
+        "a Put without expected_version always applies"
+    );
+
+    let stale = c
+        .put(PutRequest {
+            id: id.clone(),
+            set: attrs(&[("n", "lost")]),
+            expected_version: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+    assert!(
+        stale.message().contains("current version is 2"),
+        "{}",
+        stale.message()
+    );
+
+    let unchanged = c
+        .get(GetRequest {
+            id: id.clone(),
+            consistency: Consistency::Strong as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(unchanged.version, 2);
+    assert_eq!(
+        unchanged.attributes,
+        attrs(&[("n", "1")]),
+        "an aborted Put changes nothing"
+    );
+
+    let v3 = c
+        .put(PutRequest {
+            id,
+            set: attrs(&[("n", "2")]),
+            expected_version: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(v3.version, 3);
+}
+
+#[tokio::test]
+async fn concurrent_puts_with_expected_version_lose_nothing() {
+    let (_valkey, service) = start();
+    let c = service.client().await;
+    let id = c
+        .clone()
+        .create(CreateRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+
+    // 8 writers each add 5 attributes with read-modify-write and retry on ABORTED.
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let mut c = c.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut aborted = 0;
+            for i in 0..5 {
+                loop {
+                    let current = c
+                        .get(GetRequest {
+                            id: id.clone(),
+                            consistency: Consistency::Strong as i32,
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .session
+                        .unwrap();
+                    let r = c
+                        .put(PutRequest {
+                            id: id.clone(),
+                            set: attrs(&[(&format!("w{w}-{i}"), "x")]),
+                            expected_version: Some(current.version),
+                            ..Default::default()
+                        })
+                        .await;
+                    match r {
+                        Ok(_) => break,
+                        Err(s) if s.code() == Code::Aborted => aborted += 1,
+                        Err(s) => panic!("unexpected {s:?}"),
+                    }
+                }
+            }
+            aborted
+        }));
+    }
+    let mut aborted = 0;
+    for t in tasks {
+        aborted += t.await.unwrap();
+    }
+    let mut c = c;
+    let s = c
+        .get(GetRequest { id, consistency: 2 })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(
+        s.attributes.len(),
+        40,
+        "every writer's attributes are there"
+    );
+    assert_eq!(s.version, 41);
+    println!("concurrent writers: {aborted} ABORTED retries");
+}
+
+#[tokio::test]
+async fn put_applies_a_delta() {
+    let (_valkey, service) = start();
+    let mut c = service.client().await;
+    let id = c
+        .create(CreateRequest {
+            attributes: attrs(&[("a", "1"), ("b", "2")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+
+    let s = c
+        .put(PutRequest {
+            id: id.clone(),
+            set: attrs(&[("b", "two"), ("c", "3")]),
+            remove: vec!["a".into(), "never-there".into()],
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(
+        s.attributes,
+        attrs(&[("b", "two"), ("c", "3")]),
+        "replace, add, remove; absent removes ignored"
+    );
+
+    let binary = vec![0u8, 255, 1, 128, b'{', b'}'];
+    let s = c
+        .put(PutRequest {
+            id: id.clone(),
+            set: [
+                ("bin".to_string(), binary.clone()),
+                ("empty".to_string(), vec![]),
+            ]
+            .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(s.attributes["bin"], binary, "values are opaque bytes");
+    assert_eq!(s.attributes["empty"], Vec::<u8>::new());
+
+    let both = c
+        .put(PutRequest {
+            id: id.clone(),
+            set: attrs(&[("c", "x")]),
+            remove: vec!["c".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(both.code(), Code::InvalidArgument);
+    assert!(
+        both.message().contains("both set and remove"),
+        "{}",
+        both.message()
+    );
+
+    let empty = c
+        .put(PutRequest {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        empty.session.unwrap().version,
+        s.version + 1,
+        "an empty delta still counts as a write"
+    );
+}
+
+#[tokio::test]
+async fn malformed_ids_are_invalid_and_unknown_ids_are_not_found() {
+    let (valkey, service) = start();
+    let mut c = service.client().await;
+    let good = c
+        .create(CreateRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+    let gets_before = valkey.calls("get");
+
+    let malformed = [
+        String::new(),
+        "short".to_string(),
+        format!("{good}A"),
+        format!("{{{}}}", &good[..41]),
+        format!("{}/", &good[..42]),
+        format!("{}+", &good[..42]),
+        format!("{}é", &good[..41]),
+        "a".repeat(10_000),
+    ];
+    for id in &malformed {
+        let get = c
+            .get(GetRequest {
+                id: id.clone(),
+                consistency: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(get.code(), Code::InvalidArgument, "get {id:?}");
+        assert!(
+            get.message().contains("invalid session id"),
+            "{}",
+            get.message()
+        );
+        let put = c
+            .put(PutRequest {
+                id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(put.code(), Code::InvalidArgument, "put {id:?}");
+        let del = c
+            .delete(DeleteRequest { id: id.clone() })
+            .await
+            .unwrap_err();
+        assert_eq!(del.code(), Code::InvalidArgument, "delete {id:?}");
+    }
+    assert_eq!(
+        valkey.calls("get"),
+        gets_before,
+        "malformed ids never reach Valkey"
+    );
+
+    let unknown = "A".repeat(43);
+    let get = c
+        .get(GetRequest {
+            id: unknown.clone(),
+            consistency: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(get.code(), Code::NotFound);
+    let put = c
+        .put(PutRequest {
+            id: unknown.clone(),
+            set: attrs(&[("a", "b")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(put.code(), Code::NotFound);
+    assert!(
+        !c.delete(DeleteRequest { id: unknown })
+            .await
+            .unwrap()
+            .into_inner()
+            .existed
+    );
+}
+
+#[tokio::test]
+async fn ids_are_unique_well_formed_and_each_session_is_one_tagged_key() {
+    let (valkey, service) = start();
+    let mut c = service.client().await;
+    let mut ids = HashSet::new();
+    for _ in 0..200 {
+        let id = c
+            .create(CreateRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap()
+            .id;
+        assert_eq!(id.len(), 43, "{id}");
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{id}"
+        );
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 200);
+
+    let keys: Vec<String> = valkey
+        .cli(&["KEYS", "*"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(keys.len(), 200, "exactly one key per session");
+    for key in &keys {
+        let id = key
+            .strip_prefix("vs:{")
+            .and_then(|k| k.strip_suffix('}'))
+            .expect("vs:{id}");
+        assert!(ids.contains(id));
+        let ttl: i64 = valkey.cli(&["PTTL", key]).trim().parse().unwrap();
+        assert!(
+            ttl > 0 && ttl <= 1_800_000,
+            "every key expires by itself, got {ttl}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn limits_are_enforced_with_messages_naming_them() {
+    let (_valkey, service) = start();
+    let mut c = service.client().await;
+
+    let long_name = "n".repeat(257);
+    let e = c
+        .create(CreateRequest {
+            attributes: attrs(&[(&long_name, "v")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("max_name_bytes"), "{}", e.message());
+
+    let e = c
+        .create(CreateRequest {
+            attributes: attrs(&[("", "v")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    let too_big = [("big".to_string(), vec![7u8; (1 << 20) + 1])].into();
+    let e = c
+        .create(CreateRequest {
+            attributes: too_big,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("max_value_bytes"), "{}", e.message());
+
+    let e = c
+        .create(CreateRequest {
+            principal: "p".repeat(257),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("max_principal_bytes"));
+
+    let many: std::collections::HashMap<String, Vec<u8>> =
+        (0..1025).map(|i| (format!("a{i}"), vec![])).collect();
+    let e = c
+        .create(CreateRequest {
+            attributes: many,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("max_attributes"), "{}", e.message());
+
+    // An honest session right at 4 MiB passes the transport and the store, and reads back whole.
+    let mib = 1usize << 20;
+    let honest: std::collections::HashMap<String, Vec<u8>> = (0..4)
+        .map(|i| (format!("v{i}"), vec![i as u8; mib - 2]))
+        .collect();
+    let s = c
+        .create(CreateRequest {
+            attributes: honest,
+            ..Default::default()
+        })
+        .await
+        .expect("a 4 MiB session is accepted")
+        .into_inner()
+        .session
+        .unwrap();
+    let got = c
+        .get(GetRequest {
+            id: s.id.clone(),
+            consistency: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.session.unwrap().attributes["v3"].len(), mib - 2);
+
+    // Growing past the total through Puts is RESOURCE_EXHAUSTED and changes nothing.
+    let e = c
+        .put(PutRequest {
+            id: s.id.clone(),
+            set: attrs(&[("one-more", "byte")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("max_session_bytes"), "{}", e.message());
+    let after = c
+        .get(GetRequest {
+            id: s.id.clone(),
+            consistency: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.session.unwrap().version, 1);
+
+    // Replacing a value keeps the total within bounds.
+    let ok = c
+        .put(PutRequest {
+            id: s.id.clone(),
+            set: [("v0".to_string(), vec![1u8; 10])].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ok.into_inner().session.unwrap().version, 2);
+
+    // Puts that push the count over the limit.
+    let small = c
+        .create(CreateRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+    let half: std::collections::HashMap<String, Vec<u8>> =
+        (0..600).map(|i| (format!("x{i}"), vec![])).collect();
+    c.put(PutRequest {
+        id: small.clone(),
+        set: half,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let more: std::collections::HashMap<String, Vec<u8>> =
+        (0..600).map(|i| (format!("y{i}"), vec![])).collect();
+    let e = c
+        .put(PutRequest {
+            id: small,
+            set: more,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("max_attributes"));
+}
+
+#[tokio::test]
+async fn timeouts_are_validated() {
+    let (_valkey, service) = start();
+    let mut c = service.client().await;
+    for (idle, abs) in [(0, 0), (-5, 0), (100 * 24 * 3600, 0), (0, -1)] {
+        let req = CreateRequest {
+            idle_timeout: (idle != 0).then_some(prost_types::Duration {
+                seconds: idle,
+                nanos: 0,
+            }),
+            absolute_timeout: (abs != 0).then_some(prost_types::Duration {
+                seconds: abs,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let req = if idle == 0 && abs == 0 {
+            CreateRequest {
+                idle_timeout: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 5,
+                }),
+                ..req
+            }
+        } else {
+            req
+        };
+        let e = c.create(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "idle {idle} abs {abs}");
+        assert!(e.message().contains("timeout"), "{}", e.message());
+    }
+    let s = c
+        .create(CreateRequest {
+            idle_timeout: Some(prost_types::Duration {
+                seconds: 600,
+                nanos: 0,
+            }),
+            absolute_timeout: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let created = s.created_at.unwrap().seconds;
+    assert_eq!(s.absolute_expires_at.unwrap().seconds, created + 60);
+    assert_eq!(
+        s.expires_at.unwrap().seconds,
+        created + 60,
+        "the cap wins over the idle timeout"
+    );
+}

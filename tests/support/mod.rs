@@ -1,0 +1,357 @@
+//! Test harness: real valkey-server processes on free loopback ports and the real
+//! `valkey-sessions` binary, each owned by the test and killed on drop.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tonic::transport::Channel;
+use valkey_sessions::SessionServiceClient;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Waits for `cond`, polling, up to `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// TLS material for a node: where the files are.
+#[derive(Clone)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// One valkey-server process.
+pub struct Valkey {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+    tls: Option<Tls>,
+}
+
+impl Valkey {
+    /// A standalone server without TLS.
+    pub fn standalone() -> Self {
+        Self::start_with(Vec::new(), None)
+    }
+
+    /// A server with extra arguments (e.g. cluster mode) and optional TLS.
+    pub fn start_with(extra: Vec<String>, tls: Option<Tls>) -> Self {
+        for _ in 0..10 {
+            let port = free_port();
+            let mut v = Valkey {
+                port,
+                child: None,
+                dir: tempfile::tempdir().expect("tempdir"),
+                extra: extra.clone(),
+                tls: tls.clone(),
+            };
+            if v.spawn() {
+                return v;
+            }
+        }
+        panic!("could not start valkey-server on a free port");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let mut args: Vec<String> = vec![
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            self.dir.path().display().to_string(),
+            "--logfile".into(),
+            self.dir.path().join("valkey.log").display().to_string(),
+        ];
+        match &self.tls {
+            Some(tls) => args.extend([
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                self.port.to_string(),
+                "--tls-cert-file".into(),
+                tls.cert.display().to_string(),
+                "--tls-key-file".into(),
+                tls.key.display().to_string(),
+                "--tls-ca-cert-file".into(),
+                tls.ca.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]),
+            None => args.extend(["--port".into(), self.port.to_string()]),
+        }
+        args.extend(self.extra.iter().cloned());
+        let child = Command::new("valkey-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("valkey-server must be installed (infra/local/install-deps.sh)");
+        self.child = Some(child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if self.cli(&["PING"]).trim() == "PONG" {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The data directory (config files of cluster nodes live there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A URL for the service, with the given scheme.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs valkey-cli against this server and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("valkey-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(tls) = &self.tls {
+            cmd.args(["--tls", "--cacert", &tls.ca.display().to_string()]);
+        }
+        let out = cmd
+            .args(args)
+            .output()
+            .expect("valkey-cli must be installed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Count of calls of one command from INFO commandstats (e.g. "get", "evalsha").
+    pub fn calls(&self, command: &str) -> u64 {
+        let info = self.cli(&["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Kills the process (SIGKILL), keeping the port for `restart`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same arguments.
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(
+            self.spawn(),
+            "valkey-server did not come back on port {}",
+            self.port
+        );
+    }
+}
+
+impl Drop for Valkey {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The valkey-sessions binary, running.
+pub struct Service {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    /// Starts the service against `valkey_url` with extra environment.
+    pub fn start(valkey_url: &str, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_valkey-sessions"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("VALKEY_URL", valkey_url)
+            .env("GRPC_LISTEN", "127.0.0.1:0")
+            .env("METRICS_LISTEN", "127.0.0.1:0")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::spawn(cmd)
+    }
+
+    /// Starts a prepared command and waits until it reports its listening address.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn valkey-sessions");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut service = Service {
+            addr: "0.0.0.0:0".parse().unwrap(),
+            metrics_addr: None,
+            child,
+            logs,
+        };
+        let start = Instant::now();
+        loop {
+            if let Some(addr) = service.logged_addr("grpc listening") {
+                service.addr = addr;
+                break;
+            }
+            if let Ok(Some(status)) = service.child.try_wait() {
+                panic!("valkey-sessions exited with {status}:\n{}", service.logs());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "valkey-sessions did not start:\n{}",
+                service.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        service.metrics_addr = service.logged_addr("metrics listening");
+        service
+    }
+
+    fn logged_addr(&self, message: &str) -> Option<SocketAddr> {
+        let logs = self.logs.lock().unwrap();
+        logs.iter().find(|l| l.contains(message)).and_then(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            value.get("addr")?.as_str()?.parse().ok()
+        })
+    }
+
+    /// Everything the process printed so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// A connected gRPC client.
+    pub async fn client(&self) -> SessionServiceClient<Channel> {
+        self.client_with_limit(64 << 20).await
+    }
+
+    /// A client whose message limits are raised to `limit` bytes.
+    pub async fn client_with_limit(&self, limit: usize) -> SessionServiceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to valkey-sessions");
+        SessionServiceClient::new(channel)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    /// A raw channel, for the health and reflection clients.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to valkey-sessions")
+    }
+
+    /// Sends a signal (e.g. "TERM") to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Plain HTTP GET against the metrics listener; returns the body.
+    pub fn scrape_metrics(&self) -> String {
+        let addr = self
+            .metrics_addr
+            .expect("metrics listener address was logged");
+        let mut stream = TcpStream::connect(addr).expect("connect to metrics");
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).unwrap();
+        body
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Attributes from string pairs.
+pub fn attrs(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
