@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every check and test of the project, in one run. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stage() { printf '\n=== %s ===\n' "$*"; }
+
+stage "dependencies"
+infra/local/install-deps.sh
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+stage "format"
+cargo fmt --all -- --check
+
+stage "clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+stage "rust tests (real valkey-server processes)"
+cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-4}"
+
+for extra in .ci/stages/*.sh; do
+  [ -e "$extra" ] || continue
+  stage "$(basename "$extra" .sh)"
+  bash "$extra"
+done
