@@ -1,23 +1,48 @@
-//! The session.v1 contract through a real tonic client against the real binary and a real
-//! standalone Valkey.
+//! The session.v1 contract through a real tonic client against the real binary, on every
+//! topology: standalone, serverless-shaped TLS pair, and a 3-shard TLS cluster with replicas.
 
 mod support;
 
 use std::collections::HashSet;
 
-use support::{Service, Valkey, attrs};
+use support::{Deployment, Service, Shape, attrs};
 use tonic::Code;
 use valkey_sessions::proto::{Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest};
 
-fn start() -> (Valkey, Service) {
-    let valkey = Valkey::standalone();
-    let service = Service::start(&valkey.url(), &[]);
-    (valkey, service)
+fn start(shape: Shape) -> (Deployment, Service) {
+    let deployment = Deployment::start(shape);
+    let service = deployment.start_service(&[]);
+    (deployment, service)
 }
 
-#[tokio::test]
-async fn create_get_put_delete_round_trip() {
-    let (_valkey, service) = start();
+/// Runs each scenario once per topology, as `<topology>::<scenario>`.
+macro_rules! on_every_topology {
+    ($($scenario:ident),* $(,)?) => {
+        mod standalone {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Standalone).await })*
+        }
+        mod serverless {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Serverless).await })*
+        }
+        mod cluster {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Cluster).await })*
+        }
+    };
+}
+
+on_every_topology!(
+    create_get_put_delete_round_trip,
+    stale_expected_version_is_aborted_with_the_current_version,
+    concurrent_puts_with_expected_version_lose_nothing,
+    put_applies_a_delta,
+    malformed_ids_are_invalid_and_unknown_ids_are_not_found,
+    ids_are_unique_well_formed_and_each_session_is_one_tagged_key,
+    limits_are_enforced_with_messages_naming_them,
+    timeouts_are_validated,
+);
+
+async fn create_get_put_delete_round_trip(shape: Shape) {
+    let (_deployment, service) = start(shape);
     let mut c = service.client().await;
 
     let created = c
@@ -137,9 +162,8 @@ async fn create_get_put_delete_round_trip() {
     assert_eq!(put_gone.code(), Code::NotFound);
 }
 
-#[tokio::test]
-async fn stale_expected_version_is_aborted_with_the_current_version() {
-    let (_valkey, service) = start();
+async fn stale_expected_version_is_aborted_with_the_current_version(shape: Shape) {
+    let (_deployment, service) = start(shape);
     let mut c = service.client().await;
     let id = c
         .create(CreateRequest::default())
@@ -214,9 +238,8 @@ async fn stale_expected_version_is_aborted_with_the_current_version() {
     assert_eq!(v3.version, 3);
 }
 
-#[tokio::test]
-async fn concurrent_puts_with_expected_version_lose_nothing() {
-    let (_valkey, service) = start();
+async fn concurrent_puts_with_expected_version_lose_nothing(shape: Shape) {
+    let (_deployment, service) = start(shape);
     let c = service.client().await;
     let id = c
         .clone()
@@ -286,9 +309,8 @@ async fn concurrent_puts_with_expected_version_lose_nothing() {
     println!("concurrent writers: {aborted} ABORTED retries");
 }
 
-#[tokio::test]
-async fn put_applies_a_delta() {
-    let (_valkey, service) = start();
+async fn put_applies_a_delta(shape: Shape) {
+    let (_deployment, service) = start(shape);
     let mut c = service.client().await;
     let id = c
         .create(CreateRequest {
@@ -370,9 +392,8 @@ async fn put_applies_a_delta() {
     );
 }
 
-#[tokio::test]
-async fn malformed_ids_are_invalid_and_unknown_ids_are_not_found() {
-    let (valkey, service) = start();
+async fn malformed_ids_are_invalid_and_unknown_ids_are_not_found(shape: Shape) {
+    let (deployment, service) = start(shape);
     let mut c = service.client().await;
     let good = c
         .create(CreateRequest::default())
@@ -382,7 +403,7 @@ async fn malformed_ids_are_invalid_and_unknown_ids_are_not_found() {
         .session
         .unwrap()
         .id;
-    let gets_before = valkey.calls("get");
+    let gets_before = deployment.calls("get");
 
     let malformed = [
         String::new(),
@@ -423,7 +444,7 @@ async fn malformed_ids_are_invalid_and_unknown_ids_are_not_found() {
         assert_eq!(del.code(), Code::InvalidArgument, "delete {id:?}");
     }
     assert_eq!(
-        valkey.calls("get"),
+        deployment.calls("get"),
         gets_before,
         "malformed ids never reach Valkey"
     );
@@ -455,9 +476,8 @@ async fn malformed_ids_are_invalid_and_unknown_ids_are_not_found() {
     );
 }
 
-#[tokio::test]
-async fn ids_are_unique_well_formed_and_each_session_is_one_tagged_key() {
-    let (valkey, service) = start();
+async fn ids_are_unique_well_formed_and_each_session_is_one_tagged_key(shape: Shape) {
+    let (deployment, service) = start(shape);
     let mut c = service.client().await;
     let mut ids = HashSet::new();
     for _ in 0..200 {
@@ -479,13 +499,21 @@ async fn ids_are_unique_well_formed_and_each_session_is_one_tagged_key() {
     }
     assert_eq!(ids.len(), 200);
 
-    let keys: Vec<String> = valkey
-        .cli(&["KEYS", "*"])
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let keys = deployment.keys();
     assert_eq!(keys.len(), 200, "exactly one key per session");
-    for key in &keys {
+    if shape == Shape::Cluster {
+        for i in 0..3 {
+            let held = keys
+                .iter()
+                .filter(|(node, _)| node.port == deployment.primary(i).port)
+                .count();
+            assert!(
+                held > 30,
+                "keys spread over every shard: primary {i} holds {held}"
+            );
+        }
+    }
+    for (valkey, key) in &keys {
         let id = key
             .strip_prefix("vs:{")
             .and_then(|k| k.strip_suffix('}'))
@@ -499,9 +527,8 @@ async fn ids_are_unique_well_formed_and_each_session_is_one_tagged_key() {
     }
 }
 
-#[tokio::test]
-async fn limits_are_enforced_with_messages_naming_them() {
-    let (_valkey, service) = start();
+async fn limits_are_enforced_with_messages_naming_them(shape: Shape) {
+    let (_deployment, service) = start(shape);
     let mut c = service.client().await;
 
     let long_name = "n".repeat(257);
@@ -646,9 +673,8 @@ async fn limits_are_enforced_with_messages_naming_them() {
     assert!(e.message().contains("max_attributes"));
 }
 
-#[tokio::test]
-async fn timeouts_are_validated() {
-    let (_valkey, service) = start();
+async fn timeouts_are_validated(shape: Shape) {
+    let (_deployment, service) = start(shape);
     let mut c = service.client().await;
     for (idle, abs) in [(0, 0), (-5, 0), (100 * 24 * 3600, 0), (0, -1)] {
         let req = CreateRequest {

@@ -3,6 +3,11 @@
 
 #![allow(dead_code)]
 
+mod certs;
+mod topology;
+
+pub use topology::{Deployment, Shape};
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -74,6 +79,24 @@ impl Valkey {
             }
         }
         panic!("could not start valkey-server on a free port");
+    }
+
+    /// A server on a given port; `None` if the port turned out to be taken.
+    pub fn start_on(port: u16, extra: Vec<String>, tls: Option<Tls>) -> Option<Self> {
+        let mut v = Valkey {
+            port,
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra,
+            tls,
+        };
+        v.spawn().then_some(v)
+    }
+
+    /// The value following `flag` among the extra arguments.
+    pub fn arg(&self, flag: &str) -> Option<&str> {
+        let at = self.extra.iter().position(|a| a == flag)?;
+        self.extra.get(at + 1).map(String::as_str)
     }
 
     fn spawn(&mut self) -> bool {
