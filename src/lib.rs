@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod health;
+pub mod layers;
 pub mod proto;
 pub mod server;
 pub mod service;

@@ -18,14 +18,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config);
-    match server::run(config, shutdown_signal()).await {
+    let telemetry = match telemetry::init(&config) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("valkey-sessions: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = server::run(config, telemetry.metrics.clone(), shutdown_signal()).await;
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "valkey-sessions failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

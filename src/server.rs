@@ -3,12 +3,15 @@
 
 use std::future::Future;
 
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::{
     config::{Config, ReadFrom},
+    layers::{AdmissionLayer, ObserveLayer, counted},
     proto::{self, session_service_server::SessionServiceServer},
     service::SessionService,
     store::{self, KeySpace, SessionStore},
@@ -34,13 +37,19 @@ pub enum ServeError {
     /// Reflection could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The metrics listener could not start.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// Runs the service until `shutdown` resolves, then drains within `grpc.shutdown_grace`.
 pub async fn run(
     config: Config,
+    metrics: PrometheusHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let metrics_addr = crate::telemetry::serve_metrics(config.metrics.listen, metrics).await?;
+    tracing::info!(addr = %metrics_addr, "metrics listening");
     let pool = store::build_pool(&config.valkey)?;
     let store = SessionStore::new(
         pool,
@@ -109,23 +118,27 @@ pub async fn run(
         health.stop_serving().await;
     };
 
+    let admission = AdmissionLayer::new(config.grpc.concurrency_limit, config.grpc.request_timeout);
     let server = Server::builder()
-        .timeout(config.grpc.request_timeout)
-        .concurrency_limit_per_connection(config.grpc.concurrency_limit)
+        .layer(ObserveLayer)
+        .layer(admission.clone())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(sessions)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), graceful);
+        .serve_with_incoming_shutdown(counted(TcpListenerStream::new(listener)), graceful);
 
     let grace = config.grpc.shutdown_grace;
-    let mut deadline = stop_rx;
+    let mut stopping = stop_rx;
     tokio::select! {
         result = server => result?,
-        _ = async move {
-            let _ = deadline.wait_for(|stop| *stop).await;
-            tokio::time::sleep(grace).await;
-        } => tracing::warn!(grace = ?grace, "drain took longer than the grace period; exiting"),
+        drained = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::timeout(grace, admission.drained()).await
+        } => match drained {
+            Ok(()) => tracing::info!("in-flight requests drained"),
+            Err(_) => tracing::warn!(grace = ?grace, "drain took longer than the grace period; exiting"),
+        },
     }
     let _ = fred::prelude::ClientLike::quit(store.pool()).await;
     tracing::info!("stopped");

@@ -56,7 +56,6 @@ impl SessionService {
 
 #[tonic::async_trait]
 impl proto::session_service_server::SessionService for SessionService {
-    #[tracing::instrument(name = "Create", skip_all)]
     async fn create(
         &self,
         request: Request<CreateRequest>,
@@ -104,7 +103,6 @@ impl proto::session_service_server::SessionService for SessionService {
         Err(Error::Internal("could not allocate a unique session id".into()).into())
     }
 
-    #[tracing::instrument(name = "Get", skip_all)]
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = request.into_inner();
         let id = SessionId::parse(&req.id)?;
@@ -120,7 +118,6 @@ impl proto::session_service_server::SessionService for SessionService {
         }))
     }
 
-    #[tracing::instrument(name = "Put", skip_all)]
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
         let id = SessionId::parse(&req.id)?;
@@ -145,7 +142,6 @@ impl proto::session_service_server::SessionService for SessionService {
         }))
     }
 
-    #[tracing::instrument(name = "Delete", skip_all)]
     async fn delete(
         &self,
         request: Request<DeleteRequest>,

@@ -1,22 +1,141 @@
-//! Logging set-up: a tracing subscriber writing text or JSON to stdout, level from `RUST_LOG`.
+//! Logs, traces and metrics set-up. Logs: text or JSON on stdout, level from `RUST_LOG`. Traces:
+//! OTLP over gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, W3C trace context propagation.
+//! Metrics: a Prometheus recorder served on its own listener.
 
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use std::{net::SocketAddr, time::Duration};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::{global, trace::TracerProvider as _};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tokio::net::TcpListener;
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 use crate::config::{Config, LogFormat};
 
-/// Installs the global subscriber.
-pub fn init(config: &Config) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    match config.log.format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .flatten_event(true),
-            )
-            .init(),
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).init(),
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built.
+    #[error("OTLP exporter: {0}")]
+    Otlp(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// A global subscriber or recorder was already installed.
+    #[error("telemetry already initialised: {0}")]
+    AlreadyInstalled(String),
+    /// The metrics listener could not be bound.
+    #[error("binding metrics listener {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Keeps the exporters alive; `shutdown` flushes pending spans.
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+    /// Renders the Prometheus exposition.
+    pub metrics: PrometheusHandle,
+}
+
+impl Telemetry {
+    /// Flushes and stops the trace exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.tracer_provider {
+            let _ = provider.shutdown_with_timeout(Duration::from_secs(3));
+        }
     }
+}
+
+/// Installs the global subscriber, propagator and metrics recorder.
+pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let tracer_provider = otlp_provider()?;
+    // Only our own spans are exported: the exporter's transport must not trace itself.
+    let otel = tracer_provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("valkey-sessions"))
+            .with_filter(filter_fn(|meta| {
+                meta.target().starts_with("valkey_sessions")
+            }))
+    });
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = match config.log.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(false)
+            .flatten_event(true)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(otel)
+        .with(fmt.with_filter(filter))
+        .try_init()
+        .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
+
+    let metrics = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.000_25, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])
+        .expect("non-empty buckets")
+        .install_recorder()
+        .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
+    Ok(Telemetry {
+        tracer_provider,
+        metrics,
+    })
+}
+
+fn otlp_provider() -> Result<Option<SdkTracerProvider>, TelemetryError> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|var| std::env::var(var).is_ok_and(|v| !v.is_empty()));
+    if !configured {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()?;
+    let mut resource = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name("valkey-sessions");
+    }
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    ))
+}
+
+/// Serves `GET /metrics` until the process ends; returns the bound address.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    handle: PrometheusHandle,
+) -> Result<SocketAddr, TelemetryError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| TelemetryError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| TelemetryError::Bind { addr, source })?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
+    Ok(local)
 }

@@ -95,18 +95,17 @@ impl SessionStore {
         let key = self.keys.session(&session.id);
         let blob = Bytes::from(codec::encode(session));
         let expires = session.expires_at_ms() as i64;
-        let reply: Option<String> = self
-            .pool
-            .next()
-            .set(
+        let reply: Option<String> = timed(
+            "set",
+            self.pool.next().set(
                 key,
                 blob,
                 Some(Expiration::PXAT(expires)),
                 Some(SetOptions::NX),
                 false,
-            )
-            .await
-            .map_err(map_err)?;
+            ),
+        )
+        .await?;
         Ok(reply.is_some())
     }
 
@@ -121,13 +120,20 @@ impl SessionStore {
         let key = self.keys.session(id);
         let client = self.pool.next();
         let (blob, source) = if strong || self.read_from == ReadFrom::Primary {
-            let blob: Option<Bytes> = client.get(&key).await.map_err(map_err)?;
+            let blob: Option<Bytes> = timed("get", client.get(&key)).await?;
             (blob, ReadSource::Primary)
         } else {
-            match client.replicas().get::<Option<Bytes>, _>(&key).await {
+            // A miss may be replication lag and an error may be a dead replica: either way the
+            // primary has the answer.
+            match timed(
+                "get_replica",
+                client.replicas().get::<Option<Bytes>, _>(&key),
+            )
+            .await
+            {
                 Ok(Some(blob)) => (Some(blob), ReadSource::Replica),
                 Ok(None) | Err(_) => {
-                    let blob: Option<Bytes> = client.get(&key).await.map_err(map_err)?;
+                    let blob: Option<Bytes> = timed("get", client.get(&key)).await?;
                     (blob, ReadSource::Fallback)
                 }
             }
@@ -160,11 +166,11 @@ impl SessionStore {
         }
         args.extend(delta.remove.into_iter().map(Value::from));
 
-        let reply: Vec<Value> = self
-            .put
-            .evalsha_with_reload(self.pool.next(), key, args)
-            .await
-            .map_err(map_err)?;
+        let reply: Vec<Value> = timed(
+            "evalsha_put",
+            self.put.evalsha_with_reload(self.pool.next(), key, args),
+        )
+        .await?;
         let code = reply.first().and_then(Value::as_i64);
         let number = || reply.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64;
         match code {
@@ -192,10 +198,15 @@ impl SessionStore {
         let span = tracing::info_span!("valkey.touch", session = %id.fingerprint());
         tokio::spawn(
             async move {
-                let result: Result<i64, _> = store
-                    .touch
-                    .evalsha_with_reload(store.pool.next(), key, vec![Value::from(now_ms() as i64)])
-                    .await;
+                let result: Result<i64, _> = timed(
+                    "evalsha_touch",
+                    store.touch.evalsha_with_reload(
+                        store.pool.next(),
+                        key,
+                        vec![Value::from(now_ms() as i64)],
+                    ),
+                )
+                .await;
                 let outcome = match &result {
                     Ok(1) => "refreshed",
                     Ok(_) => "skipped",
@@ -213,20 +224,35 @@ impl SessionStore {
     /// Deletes a session; returns whether it existed.
     #[tracing::instrument(name = "valkey.delete", skip_all, fields(session = %id.fingerprint()))]
     pub async fn delete(&self, id: &SessionId) -> Result<bool, Error> {
-        let removed: i64 = self
-            .pool
-            .next()
-            .del(self.keys.session(id))
-            .await
-            .map_err(map_err)?;
+        let removed: i64 = timed("del", self.pool.next().del(self.keys.session(id))).await?;
         Ok(removed > 0)
     }
 
-    /// One PING to every primary; the health probe.
+    /// One PING through the pool; the health probe.
     pub async fn ping(&self) -> Result<(), Error> {
-        let _: () = self.pool.next().ping(None).await.map_err(map_err)?;
-        Ok(())
+        timed("ping", self.pool.next().ping::<()>(None)).await
     }
+}
+
+/// Runs one Valkey command, recording its latency and, on failure, its error kind.
+async fn timed<T>(
+    command: &'static str,
+    call: impl Future<Output = Result<T, fred::error::Error>>,
+) -> Result<T, Error> {
+    let start = std::time::Instant::now();
+    let result = call.await;
+    metrics::histogram!("valkey_command_duration_seconds", "command" => command)
+        .record(start.elapsed().as_secs_f64());
+    result.map_err(|e| {
+        let error = map_err(e);
+        let kind = match error {
+            Error::Unavailable(_) => "unavailable",
+            _ => "other",
+        };
+        metrics::counter!("valkey_command_errors_total", "command" => command, "kind" => kind)
+            .increment(1);
+        error
+    })
 }
 
 /// The one mapping of fred errors into the domain.

@@ -1,7 +1,7 @@
 //! Test harness: real valkey-server processes on free loopback ports and the real
 //! `valkey-sessions` binary, each owned by the test and killed on drop.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 mod certs;
 mod topology;
@@ -287,10 +287,15 @@ impl Service {
 
     fn logged_addr(&self, message: &str) -> Option<SocketAddr> {
         let logs = self.logs.lock().unwrap();
-        logs.iter().find(|l| l.contains(message)).and_then(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).ok()?;
-            value.get("addr")?.as_str()?.parse().ok()
-        })
+        let line = logs.iter().find(|l| l.contains(message))?;
+        // JSON logs carry `"addr":"…"`, text logs `addr=…`.
+        let value = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(json) => json.get("addr")?.as_str()?.to_owned(),
+            Err(_) => strip_ansi(line)
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr=").map(str::to_owned))?,
+        };
+        value.parse().ok()
     }
 
     /// Everything the process printed so far.
@@ -369,6 +374,24 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Text without terminal colour codes.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Attributes from string pairs.
