@@ -7,7 +7,9 @@ stage() { printf '\n=== %s ===\n' "$*"; }
 
 stage "dependencies"
 infra/local/install-deps.sh
-rustup component add clippy rustfmt >/dev/null 2>&1 || true
+for tool in "cargo fmt" "cargo clippy"; do
+  $tool --version >/dev/null 2>&1 || { echo "$tool is missing from the Rust toolchain" >&2; exit 1; }
+done
 
 stage "format"
 cargo fmt --all -- --check

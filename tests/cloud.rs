@@ -93,6 +93,11 @@ async fn serverless_eventual_reads_hit_the_replica_and_strong_reads_the_primary(
 }
 
 #[tokio::test]
+async fn host_name_announcing_cluster_with_a_dns_only_certificate_serves_replica_reads() {
+    eventual_reads_hit_replicas_and_strong_reads_hit_primaries(Shape::ServerlessHostnames).await;
+}
+
+#[tokio::test]
 async fn cluster_eventual_reads_hit_replicas_and_strong_reads_primaries() {
     eventual_reads_hit_replicas_and_strong_reads_hit_primaries(Shape::Cluster).await;
 }
@@ -441,4 +446,21 @@ async fn failover_by_cluster_failover_and_by_killing_a_primary_needs_no_restart(
         }
     }
     assert_eq!(found, ids.len(), "no session lost by the failover");
+}
+
+#[tokio::test]
+async fn a_cluster_whose_certificate_is_not_trusted_is_refused() {
+    let d = Deployment::start(Shape::Serverless);
+    let other = tempfile::tempdir().unwrap();
+    let foreign = support::certs::generate(other.path(), true);
+    let ca = foreign.ca.display().to_string();
+    let service = d.start_service(&[("VALKEY_CA_FILE", &ca)]);
+    let mut c = service.client().await;
+    let e = c.create(CreateRequest::default()).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::Unavailable,
+        "no session is written over an unverified connection: {e:?}"
+    );
+    assert_eq!(d.dbsize(), 0);
 }

@@ -9,8 +9,9 @@ use rcgen::{
 
 use super::Tls;
 
-/// Writes ca.pem, node.pem and node.key into `dir`.
-pub fn generate(dir: &Path) -> Tls {
+/// Writes ca.pem, node.pem and node.key into `dir`; the node certificate names localhost and,
+/// with `ip_san`, 127.0.0.1.
+pub fn generate(dir: &Path, ip_san: bool) -> Tls {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -22,9 +23,11 @@ pub fn generate(dir: &Path) -> Tls {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    if ip_san {
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    }
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "valkey node");

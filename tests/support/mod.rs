@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unused_imports)]
 
-mod certs;
+pub mod certs;
 mod topology;
 
 pub use topology::{Deployment, Shape};

@@ -11,6 +11,9 @@ use super::{Service, Tls, Valkey, certs, free_port, wait_until};
 pub enum Shape {
     Standalone,
     Serverless,
+    /// Serverless-shaped, but nodes announce the host name `localhost` and the certificate names
+    /// only that host, as managed endpoints do.
+    ServerlessHostnames,
     Cluster,
 }
 
@@ -37,23 +40,24 @@ impl Deployment {
                 tls: None,
                 _certs: None,
             },
-            Shape::Serverless => Self::cluster(shape, 1),
+            Shape::Serverless | Shape::ServerlessHostnames => Self::cluster(shape, 1),
             Shape::Cluster => Self::cluster(shape, 3),
         }
     }
 
     fn cluster(shape: Shape, shards: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let tls = certs::generate(dir.path());
+        let hostnames = shape == Shape::ServerlessHostnames;
+        let tls = certs::generate(dir.path(), !hostnames);
         let mut nodes = Vec::new();
         if shards == 1 {
             // Primary on P, replica on P+1: the ElastiCache Serverless port pair.
             let (p, r) = adjacent_ports();
-            nodes.push(cluster_node(p, &tls));
-            nodes.push(cluster_node(r, &tls));
+            nodes.push(cluster_node(p, &tls, hostnames));
+            nodes.push(cluster_node(r, &tls, hostnames));
         } else {
             for _ in 0..2 * shards {
-                nodes.push(cluster_node(0, &tls));
+                nodes.push(cluster_node(0, &tls, false));
             }
         }
         let primaries: Vec<usize> = (0..shards).collect();
@@ -156,6 +160,7 @@ impl Deployment {
         let first = &self.nodes[self.primaries[0]];
         match self.shape {
             Shape::Standalone => first.url(),
+            Shape::ServerlessHostnames => format!("rediss-cluster://localhost:{}", first.port),
             _ => format!("rediss-cluster://127.0.0.1:{}", first.port),
         }
     }
@@ -225,9 +230,9 @@ impl Deployment {
     }
 }
 
-fn cluster_node(port: u16, tls: &Tls) -> Valkey {
+fn cluster_node(port: u16, tls: &Tls, hostnames: bool) -> Valkey {
     let extra = |bus: u16| {
-        vec![
+        let mut args: Vec<String> = vec![
             "--cluster-enabled".into(),
             "yes".into(),
             "--cluster-config-file".into(),
@@ -242,7 +247,16 @@ fn cluster_node(port: u16, tls: &Tls) -> Valkey {
             "yes".into(),
             "--cluster-replica-validity-factor".into(),
             "0".into(),
-        ]
+        ];
+        if hostnames {
+            args.extend([
+                "--cluster-announce-hostname".into(),
+                "localhost".into(),
+                "--cluster-preferred-endpoint-type".into(),
+                "hostname".into(),
+            ]);
+        }
+        args
     };
     if port == 0 {
         Valkey::start_with(extra(free_port()), Some(tls.clone()))
