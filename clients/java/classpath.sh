@@ -1,0 +1,24 @@
+# Sourced by build.sh and run.sh: the runtime classpath from Debian's jars in /usr/share/java
+# (libgrpc-java, libprotobuf-java, libnetty-java, libguava-java, libperfmark-java,
+# libgoogle-gson-java, junit4, ...). No Maven: every jar comes from an apt package.
+java_jars=(
+  grpc-api grpc-context grpc-core grpc-netty grpc-protobuf grpc-protobuf-lite grpc-stub
+  protobuf guava gson perfmark-api error_prone_annotations jsr305 geronimo-annotation-1.3-spec
+  netty-buffer netty-codec netty-codec-http netty-codec-http2 netty-codec-socks netty-common
+  netty-handler netty-handler-proxy netty-resolver netty-transport
+  netty-transport-native-unix-common
+)
+java_test_jars=(junit4 hamcrest-core)
+
+java_classpath() { # java_classpath [test]
+  local jars=("${java_jars[@]}") cp="" j
+  if [ "${1:-}" = test ]; then jars+=("${java_test_jars[@]}"); fi
+  for j in "${jars[@]}"; do
+    if [ ! -f "/usr/share/java/$j.jar" ]; then
+      echo "java: missing /usr/share/java/$j.jar (run clients/install-deps.sh)" >&2
+      return 1
+    fi
+    cp="${cp:+$cp:}/usr/share/java/$j.jar"
+  done
+  printf '%s' "$cp"
+}

@@ -1,0 +1,192 @@
+"""A small typed wrapper over the generated session.v1 stubs.
+
+The generated ``SessionServiceStub`` is usable directly; this module adds plain Python types
+(``Session`` with ``datetime``/``timedelta``) and exceptions a caller can catch by kind:
+``SessionNotFound`` (NOT_FOUND) and ``VersionConflict`` (ABORTED), both ``SessionError``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Mapping, Optional
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from session.v1 import session_pb2, session_pb2_grpc
+
+SERVICE_NAME = "session.v1.SessionService"
+
+
+class SessionError(Exception):
+    """The service answered with a non-OK status; ``code`` is the ``grpc.StatusCode``."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+class SessionNotFound(SessionError):
+    """NOT_FOUND: the session does not exist, expired or was deleted."""
+
+
+class VersionConflict(SessionError):
+    """ABORTED: ``expected_version`` was stale. Re-read the session and retry.
+
+    ``current_version`` is the stored version, parsed from the status message (None if absent).
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(code, message)
+        m = re.search(r"current version is (\d+)", message)
+        self.current_version: Optional[int] = int(m.group(1)) if m else None
+
+
+def _error(err: grpc.RpcError) -> SessionError:
+    code = err.code()  # type: ignore[attr-defined]
+    message = err.details() or ""  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.NOT_FOUND:
+        return SessionNotFound(code, message)
+    if code == grpc.StatusCode.ABORTED:
+        return VersionConflict(code, message)
+    return SessionError(code, message)
+
+
+def _time(msg: session_pb2.Session, name: str) -> Optional[datetime]:
+    if not msg.HasField(name):
+        return None
+    ts: timestamp_pb2.Timestamp = getattr(msg, name)
+    return ts.ToDatetime(tzinfo=timezone.utc)
+
+
+def _duration(d: Optional[timedelta]) -> Optional[duration_pb2.Duration]:
+    if d is None:
+        return None
+    out = duration_pb2.Duration()
+    out.FromTimedelta(d)
+    return out
+
+
+@dataclass(frozen=True)
+class Session:
+    """A session as the service returns it."""
+
+    id: str
+    attributes: dict[str, bytes] = field(default_factory=dict)
+    principal: str = ""
+    created_at: Optional[datetime] = None
+    last_accessed_at: Optional[datetime] = None
+    expires_at: Optional[datetime] = None
+    idle_timeout: Optional[timedelta] = None
+    absolute_expires_at: Optional[datetime] = None
+    version: int = 0
+
+    @classmethod
+    def from_proto(cls, msg: session_pb2.Session) -> "Session":
+        return cls(
+            id=msg.id,
+            attributes=dict(msg.attributes),
+            principal=msg.principal,
+            created_at=_time(msg, "created_at"),
+            last_accessed_at=_time(msg, "last_accessed_at"),
+            expires_at=_time(msg, "expires_at"),
+            idle_timeout=msg.idle_timeout.ToTimedelta() if msg.HasField("idle_timeout") else None,
+            absolute_expires_at=_time(msg, "absolute_expires_at"),
+            version=msg.version,
+        )
+
+
+class SessionClient:
+    """Client for session.v1.SessionService (and grpc.health.v1 on the same server).
+
+    ``target`` is host:port; the channel is plaintext unless you pass your own ``channel``
+    (e.g. ``grpc.secure_channel``). Use as a context manager or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 5.0,
+        channel: Optional[grpc.Channel] = None,
+    ) -> None:
+        self._own_channel = channel is None
+        self.channel = channel if channel is not None else grpc.insecure_channel(target)
+        self.stub = session_pb2_grpc.SessionServiceStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        self.timeout = timeout
+
+    def __enter__(self) -> "SessionClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._own_channel:
+            self.channel.close()
+
+    def create(
+        self,
+        attributes: Optional[Mapping[str, bytes]] = None,
+        *,
+        principal: str = "",
+        idle_timeout: Optional[timedelta] = None,
+        absolute_timeout: Optional[timedelta] = None,
+    ) -> Session:
+        """Starts a session with a server-generated id, version 1."""
+        req = session_pb2.CreateRequest(
+            attributes=dict(attributes or {}),
+            principal=principal,
+            idle_timeout=_duration(idle_timeout),
+            absolute_timeout=_duration(absolute_timeout),
+        )
+        try:
+            return Session.from_proto(self.stub.Create(req, timeout=self.timeout).session)
+        except grpc.RpcError as err:
+            raise _error(err) from None
+
+    def get(self, session_id: str, *, strong: bool = False) -> Session:
+        """Reads a session (counts as activity). Raises ``SessionNotFound``."""
+        consistency = session_pb2.CONSISTENCY_STRONG if strong else session_pb2.CONSISTENCY_EVENTUAL
+        req = session_pb2.GetRequest(id=session_id, consistency=consistency)
+        try:
+            return Session.from_proto(self.stub.Get(req, timeout=self.timeout).session)
+        except grpc.RpcError as err:
+            raise _error(err) from None
+
+    def put(
+        self,
+        session_id: str,
+        set: Optional[Mapping[str, bytes]] = None,  # noqa: A002 - mirrors the proto field
+        remove: Iterable[str] = (),
+        *,
+        expected_version: Optional[int] = None,
+    ) -> Session:
+        """Applies one atomic delta; raises ``SessionNotFound`` or ``VersionConflict``."""
+        req = session_pb2.PutRequest(id=session_id, set=dict(set or {}), remove=list(remove))
+        if expected_version is not None:
+            req.expected_version = expected_version
+        try:
+            return Session.from_proto(self.stub.Put(req, timeout=self.timeout).session)
+        except grpc.RpcError as err:
+            raise _error(err) from None
+
+    def delete(self, session_id: str) -> bool:
+        """Deletes a session; returns whether a live session was removed."""
+        try:
+            return self.stub.Delete(session_pb2.DeleteRequest(id=session_id), timeout=self.timeout).existed
+        except grpc.RpcError as err:
+            raise _error(err) from None
+
+    def check(self, service: str = "") -> str:
+        """grpc.health.v1 Check; returns the status name, e.g. ``"SERVING"``."""
+        try:
+            res = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise _error(err) from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(res.status)

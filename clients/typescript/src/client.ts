@@ -1,0 +1,201 @@
+// A small typed wrapper over the generated session.v1 stubs (src/gen/, from proto/).
+//
+// The generated `SessionService` descriptor is usable directly with `createClient`; this class
+// only adds the transport setup, plain TypeScript types and errors a caller can `instanceof`.
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  Consistency,
+  CreateRequestSchema,
+  PutRequestSchema,
+  SessionService,
+  type Session as SessionMessage,
+} from "./gen/session/v1/session_pb.js";
+import { Health, HealthCheckResponse_ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
+
+export { Code, ConnectError, Consistency, HealthCheckResponse_ServingStatus as ServingStatus };
+
+/** A session as the service returns it. Times are `Date`s, durations milliseconds. */
+export interface Session {
+  /** Server-generated id (43 chars). A bearer secret: do not log it. */
+  id: string;
+  /** Application data; values are opaque bytes. */
+  attributes: Record<string, Uint8Array>;
+  /** The authenticated user; "" means anonymous. */
+  principal: string;
+  createdAt?: Date;
+  lastAccessedAt?: Date;
+  expiresAt?: Date;
+  idleTimeoutMs?: number;
+  absoluteExpiresAt?: Date;
+  /** Incremented by every successful put, starting at 1. */
+  version: bigint;
+}
+
+/** Any error the service returned: `code` is the gRPC status code. */
+export class SessionError extends Error {
+  constructor(
+    readonly code: Code,
+    message: string,
+    override readonly cause?: unknown,
+  ) {
+    super(message);
+    this.name = "SessionError";
+  }
+}
+
+/** NOT_FOUND: the session does not exist, expired or was deleted. */
+export class SessionNotFoundError extends SessionError {
+  constructor(message: string, cause?: unknown) {
+    super(Code.NotFound, message, cause);
+    this.name = "SessionNotFoundError";
+  }
+}
+
+/** ABORTED: `expectedVersion` was stale. Re-read the session and retry. */
+export class VersionConflictError extends SessionError {
+  /** The stored version, parsed from the status message when it carries one. */
+  readonly currentVersion?: bigint;
+  constructor(message: string, cause?: unknown) {
+    super(Code.Aborted, message, cause);
+    this.name = "VersionConflictError";
+    const m = /current version is (\d+)/.exec(message);
+    if (m) this.currentVersion = BigInt(m[1]);
+  }
+}
+
+function toError(err: unknown): unknown {
+  if (!(err instanceof ConnectError)) return err;
+  switch (err.code) {
+    case Code.NotFound:
+      return new SessionNotFoundError(err.rawMessage, err);
+    case Code.Aborted:
+      return new VersionConflictError(err.rawMessage, err);
+    default:
+      return new SessionError(err.code, err.rawMessage, err);
+  }
+}
+
+function date(ts: Timestamp | undefined): Date | undefined {
+  return ts === undefined ? undefined : timestampDate(ts);
+}
+
+function fromMessage(s: SessionMessage | undefined): Session {
+  if (s === undefined) throw new SessionError(Code.Internal, "response without a session");
+  return {
+    id: s.id,
+    attributes: { ...s.attributes },
+    principal: s.principal,
+    createdAt: date(s.createdAt),
+    lastAccessedAt: date(s.lastAccessedAt),
+    expiresAt: date(s.expiresAt),
+    idleTimeoutMs:
+      s.idleTimeout === undefined
+        ? undefined
+        : Number(s.idleTimeout.seconds) * 1000 + Math.floor(s.idleTimeout.nanos / 1e6),
+    absoluteExpiresAt: date(s.absoluteExpiresAt),
+    version: s.version,
+  };
+}
+
+export interface CreateOptions {
+  principal?: string;
+  /** Inactivity timeout; the server default when absent. */
+  idleTimeoutMs?: number;
+  /** Lifetime cap from creation; the server default when absent. */
+  absoluteTimeoutMs?: number;
+}
+
+export interface PutOptions {
+  /** Attributes to add or replace. */
+  set?: Record<string, Uint8Array>;
+  /** Attribute names to remove. */
+  remove?: string[];
+  /** Apply only if the stored version equals this; VersionConflictError otherwise. */
+  expectedVersion?: bigint;
+}
+
+export interface SessionClientOptions {
+  /** Per-call deadline in milliseconds (default 5000). */
+  timeoutMs?: number;
+  /** Use this transport instead of a plaintext gRPC (HTTP/2) one to `address`. */
+  transport?: Transport;
+}
+
+/** Client for session.v1.SessionService plus grpc.health.v1.Health on the same server. */
+export class SessionClient {
+  readonly sessions: Client<typeof SessionService>;
+  readonly health: Client<typeof Health>;
+  private readonly timeoutMs: number;
+
+  /** `address` is host:port (plaintext) or a full http(s):// URL. */
+  constructor(address: string, options: SessionClientOptions = {}) {
+    const baseUrl = /^https?:\/\//.test(address) ? address : `http://${address}`;
+    const transport = options.transport ?? createGrpcTransport({ baseUrl });
+    this.sessions = createClient(SessionService, transport);
+    this.health = createClient(Health, transport);
+    this.timeoutMs = options.timeoutMs ?? 5000;
+  }
+
+  async create(attributes: Record<string, Uint8Array> = {}, options: CreateOptions = {}): Promise<Session> {
+    const req = create(CreateRequestSchema, {
+      attributes,
+      principal: options.principal ?? "",
+      idleTimeout: options.idleTimeoutMs === undefined ? undefined : durationFromMs(options.idleTimeoutMs),
+      absoluteTimeout:
+        options.absoluteTimeoutMs === undefined ? undefined : durationFromMs(options.absoluteTimeoutMs),
+    });
+    try {
+      const res = await this.sessions.create(req, { timeoutMs: this.timeoutMs });
+      return fromMessage(res.session);
+    } catch (err) {
+      throw toError(err);
+    }
+  }
+
+  /** Reads a session; `strong` forces a read from the primary. Throws SessionNotFoundError. */
+  async get(id: string, { strong = false }: { strong?: boolean } = {}): Promise<Session> {
+    try {
+      const res = await this.sessions.get(
+        { id, consistency: strong ? Consistency.STRONG : Consistency.EVENTUAL },
+        { timeoutMs: this.timeoutMs },
+      );
+      return fromMessage(res.session);
+    } catch (err) {
+      throw toError(err);
+    }
+  }
+
+  /** Applies one atomic delta. Throws SessionNotFoundError or VersionConflictError. */
+  async put(id: string, { set = {}, remove = [], expectedVersion }: PutOptions): Promise<Session> {
+    const req = create(PutRequestSchema, { id, set, remove, expectedVersion });
+    try {
+      const res = await this.sessions.put(req, { timeoutMs: this.timeoutMs });
+      return fromMessage(res.session);
+    } catch (err) {
+      throw toError(err);
+    }
+  }
+
+  /** Deletes a session; resolves to whether a live session was removed. */
+  async delete(id: string): Promise<boolean> {
+    try {
+      const res = await this.sessions.delete({ id }, { timeoutMs: this.timeoutMs });
+      return res.existed;
+    } catch (err) {
+      throw toError(err);
+    }
+  }
+
+  /** grpc.health.v1 Check: "" is the server as a whole. */
+  async check(service = ""): Promise<HealthCheckResponse_ServingStatus> {
+    try {
+      const res = await this.health.check({ service }, { timeoutMs: this.timeoutMs });
+      return res.status;
+    } catch (err) {
+      throw toError(err);
+    }
+  }
+}
