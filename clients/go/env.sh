@@ -8,4 +8,5 @@ export GO111MODULE=off
 export GOPROXY=off
 export GOFLAGS=
 export GOTOOLCHAIN=local
+[ -n "${GOCACHE:-}" ] || [ -n "${HOME:-}" ] || [ -n "${XDG_CACHE_HOME:-}" ] || export GOCACHE=/tmp/go-build-cache
 unset _go_here
