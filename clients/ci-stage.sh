@@ -3,14 +3,14 @@
 # clients' dependencies, runs clients/test-all.sh against the service, then stops both (only
 # the processes it started). For .ci/stages/: `bash clients/ci-stage.sh`.
 #
-#   VALKEY_SESSIONS_BIN   the service binary (default target/debug/valkey-sessions; built with
+#   SESSION_SERVICE_BIN   the service binary (default target/debug/valkey-sessions; built with
 #                         `cargo build --locked --bin valkey-sessions` if missing)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 cd "$root"
 
-bin="${VALKEY_SESSIONS_BIN:-$root/target/debug/valkey-sessions}"
+bin="${SESSION_SERVICE_BIN:-$root/target/debug/valkey-sessions}"
 if [ ! -x "$bin" ]; then
   cargo build --locked --bin valkey-sessions
 fi
