@@ -47,7 +47,7 @@ async fn valkey_down_is_unavailable_fast_and_recovers_without_restart() {
             start.elapsed()
         );
         let e = c.create(CreateRequest::default()).await.unwrap_err();
-        assert_eq!(e.code(), Code::Unavailable);
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
         let e = c
             .put(PutRequest {
                 id: id.clone(),
@@ -55,7 +55,7 @@ async fn valkey_down_is_unavailable_fast_and_recovers_without_restart() {
             })
             .await
             .unwrap_err();
-        assert_eq!(e.code(), Code::Unavailable);
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     }
 
     valkey.restart();
@@ -74,6 +74,36 @@ async fn valkey_down_is_unavailable_fast_and_recovers_without_restart() {
         }
     }
     println!("recovered {:?} after restart", start.elapsed());
+}
+
+#[tokio::test]
+async fn a_service_started_before_valkey_serves_once_valkey_is_up() {
+    let port = support::free_port();
+    let service = Service::start(&format!("redis://127.0.0.1:{port}"), &[]);
+    let mut c = service.client().await;
+    let e = c.create(CreateRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _valkey = Valkey::start_on(port, Vec::new(), None).expect("valkey on the reserved port");
+    let start = Instant::now();
+    loop {
+        match c.create(CreateRequest::default()).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable);
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "never connected: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    println!(
+        "first connection {:?} after valkey started",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]

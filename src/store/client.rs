@@ -1,7 +1,7 @@
 //! Builds the fred connection pool: cluster or standalone, rustls TLS, replicas, timeouts and a
 //! reconnect policy (without timeouts and reconnects, fred reads can hang forever on a dead node).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use fred::{
     prelude::{Builder, ClientLike, Pool, ReconnectPolicy},
@@ -107,10 +107,25 @@ fn rustls_config(cfg: &ValkeyConfig) -> Result<ClientConfig, ClientError> {
 
 /// Connects in the background; returns once connected or after `wait`, whichever is first, so a
 /// service can start (and report NOT_SERVING) while Valkey is still down.
-pub async fn connect(pool: &Pool, wait: std::time::Duration) -> bool {
-    pool.connect_pool();
+///
+/// fred's reconnect policy covers connections that once succeeded; a failed *initial* connection
+/// ends the client's connection task with an error. So each client's task is restarted after such
+/// an error until one succeeds; from then on it runs (and reconnects) until `quit`.
+pub async fn connect(pool: &Pool, wait: Duration) -> bool {
+    for client in pool.clients() {
+        let client = client.clone();
+        tokio::spawn(async move {
+            while let Ok(Err(e)) = client.connect().await {
+                tracing::debug!(error = %e, "initial valkey connection failed; retrying");
+                tokio::time::sleep(INITIAL_RETRY).await;
+            }
+        });
+    }
     matches!(
         tokio::time::timeout(wait, pool.wait_for_connect()).await,
         Ok(Ok(()))
     )
 }
+
+/// Pause between attempts of the initial connection.
+const INITIAL_RETRY: Duration = Duration::from_millis(500);
