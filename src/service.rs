@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     config::SessionConfig,
@@ -131,10 +132,21 @@ impl proto::session_service_server::SessionService for SessionService {
                 .into());
             }
         }
+        if let Some(principal) = &req.principal {
+            self.limits.check_principal(principal)?;
+        }
+        let idle = Self::timeout(
+            "idle_timeout",
+            req.idle_timeout,
+            None,
+            self.lifetimes.max_idle_timeout,
+        )?;
         let delta = Delta {
             set: req.set.into_iter().collect(),
             remove: req.remove,
             expected_version: req.expected_version,
+            idle_timeout_ms: idle.map(|d| d.as_millis() as u64),
+            principal: req.principal,
         };
         let session = self.store.put(&id, delta).await?;
         Ok(Response::new(PutResponse {
@@ -188,7 +200,15 @@ impl From<Error> for Status {
         match e {
             Error::InvalidId(_) | Error::InvalidArgument(_) => Status::invalid_argument(message),
             Error::NotFound => Status::not_found(message),
-            Error::VersionConflict { .. } => Status::aborted(message),
+            Error::VersionConflict { current, .. } => Status::with_error_details(
+                tonic::Code::Aborted,
+                message,
+                ErrorDetails::with_error_info(
+                    "VERSION_CONFLICT",
+                    "valkey-sessions",
+                    [("current_version".to_string(), current.to_string())],
+                ),
+            ),
             Error::LimitExceeded(_) => Status::resource_exhausted(message),
             Error::Unavailable(_) => Status::unavailable(message),
             Error::Internal(_) => {

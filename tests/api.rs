@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use support::{Deployment, Service, Shape, attrs};
 use tonic::Code;
+use tonic_types::StatusExt;
 use valkey_sessions::proto::{Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest};
 
 fn start(shape: Shape) -> (Deployment, Service) {
@@ -39,6 +40,7 @@ on_every_topology!(
     ids_are_unique_well_formed_and_each_session_is_one_tagged_key,
     limits_are_enforced_with_messages_naming_them,
     timeouts_are_validated,
+    put_can_change_the_idle_timeout_and_the_principal,
 );
 
 async fn create_get_put_delete_round_trip(shape: Shape) {
@@ -102,6 +104,7 @@ async fn create_get_put_delete_round_trip(shape: Shape) {
             set: attrs(&[("cart", "4 items"), ("theme", "dark")]),
             remove: vec!["user".into()],
             expected_version: Some(1),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -205,6 +208,14 @@ async fn stale_expected_version_is_aborted_with_the_current_version(shape: Shape
         "{}",
         stale.message()
     );
+    let info = stale
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ABORTED carries an ErrorInfo detail");
+    assert_eq!(info.reason, "VERSION_CONFLICT");
+    assert_eq!(info.domain, "valkey-sessions");
+    assert_eq!(info.metadata["current_version"], "2");
 
     let unchanged = c
         .get(GetRequest {
@@ -329,7 +340,7 @@ async fn put_applies_a_delta(shape: Shape) {
             id: id.clone(),
             set: attrs(&[("b", "two"), ("c", "3")]),
             remove: vec!["a".into(), "never-there".into()],
-            expected_version: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -727,4 +738,98 @@ async fn timeouts_are_validated(shape: Shape) {
         created + 60,
         "the cap wins over the idle timeout"
     );
+}
+
+async fn put_can_change_the_idle_timeout_and_the_principal(shape: Shape) {
+    let (_deployment, service) = start(shape);
+    let mut c = service.client().await;
+    let s = c
+        .create(CreateRequest {
+            absolute_timeout: Some(prost_types::Duration {
+                seconds: 7200,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(s.principal, "");
+
+    let login = c
+        .put(PutRequest {
+            id: s.id.clone(),
+            principal: Some("ada@example.com".into()),
+            idle_timeout: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            set: attrs(&[("role", "admin")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(login.principal, "ada@example.com");
+    assert_eq!(login.idle_timeout.unwrap().seconds, 3600);
+    let last = login.last_accessed_at.unwrap().seconds;
+    assert_eq!(login.expires_at.unwrap().seconds, last + 3600);
+    assert_eq!(login.attributes, attrs(&[("role", "admin")]));
+
+    let kept = c
+        .put(PutRequest {
+            id: s.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(
+        kept.principal, "ada@example.com",
+        "absent fields keep their value"
+    );
+    assert_eq!(kept.idle_timeout.unwrap().seconds, 3600);
+
+    let capped = c
+        .put(PutRequest {
+            id: s.id.clone(),
+            idle_timeout: Some(prost_types::Duration {
+                seconds: 20 * 3600,
+                nanos: 0,
+            }),
+            principal: Some(String::new()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(capped.principal, "", "logout makes the session anonymous");
+    assert_eq!(
+        capped.expires_at, s.absolute_expires_at,
+        "the cap still wins"
+    );
+
+    for (idle, principal) in [(0i64, None), (1_000_000, None), (60, Some("p".repeat(257)))] {
+        let e = c
+            .put(PutRequest {
+                id: s.id.clone(),
+                idle_timeout: Some(prost_types::Duration {
+                    seconds: idle,
+                    nanos: 0,
+                }),
+                principal,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "idle {idle}");
+    }
 }

@@ -235,6 +235,7 @@ async fn three_shards_serve_hundreds_of_sessions_with_principals_without_crosssl
                         set: attrs(&[("step", "2")]),
                         remove: vec!["n".into()],
                         expected_version: Some(1),
+                        ..Default::default()
                     })
                     .await
                     .unwrap()

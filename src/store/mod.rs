@@ -50,6 +50,10 @@ pub struct Delta {
     pub remove: Vec<String>,
     /// Required current version, if any.
     pub expected_version: Option<u64>,
+    /// New inactivity timeout, if any.
+    pub idle_timeout_ms: Option<u64>,
+    /// New principal, if any.
+    pub principal: Option<String>,
 }
 
 /// Sessions in Valkey.
@@ -151,7 +155,7 @@ impl SessionStore {
     #[tracing::instrument(name = "valkey.put", skip_all, fields(session = %id.fingerprint()))]
     pub async fn put(&self, id: &SessionId, delta: Delta) -> Result<Session, Error> {
         let key = self.keys.session(id);
-        let mut args: Vec<Value> = Vec::with_capacity(5 + 2 * delta.set.len() + delta.remove.len());
+        let mut args: Vec<Value> = Vec::with_capacity(7 + 2 * delta.set.len() + delta.remove.len());
         args.push((now_ms() as i64).into());
         args.push(match delta.expected_version {
             Some(v) => Value::from(v.to_string()),
@@ -159,6 +163,14 @@ impl SessionStore {
         });
         args.push((self.limits.max_session_bytes as i64).into());
         args.push((self.limits.max_attributes as i64).into());
+        args.push(match delta.idle_timeout_ms {
+            Some(ms) => Value::from(ms as i64),
+            None => Value::from(""),
+        });
+        args.push(match delta.principal {
+            Some(p) => Value::from(format!("={p}")),
+            None => Value::from(""),
+        });
         args.push((delta.set.len() as i64).into());
         for (name, value) in delta.set {
             args.push(name.into());

@@ -1,8 +1,10 @@
 -- Applies one Put delta to a session atomically (layout: src/store/codec.rs).
 -- KEYS[1] session key
 -- ARGV[1] now (ms)   ARGV[2] expected version or ''   ARGV[3] max session bytes
--- ARGV[4] max attributes   ARGV[5] number of names to set, followed by that many
--- name/value pairs, followed by the names to remove.
+-- ARGV[4] max attributes   ARGV[5] new idle timeout (ms) or ''
+-- ARGV[6] '' to keep the principal, or '=' followed by the new principal
+-- ARGV[7] number of names to set, followed by that many name/value pairs, followed by the names
+-- to remove.
 -- Returns {1, new_blob} | {0} not found or expired | {-1, current_version}
 --       | {-2, total_bytes} too large | {-3, count} too many attributes
 local blob = redis.call('GET', KEYS[1])
@@ -18,6 +20,11 @@ if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then return {-1, version} end
 
 local principal = string.sub(blob, pos, pos + plen - 1)
 pos = pos + plen
+if ARGV[5] ~= '' then idle = tonumber(ARGV[5]) end
+if ARGV[6] ~= '' then
+  principal = string.sub(ARGV[6], 2)
+  plen = #principal
+end
 local count
 count, pos = struct.unpack('>I4', blob, pos)
 local names, values, index = {}, {}, {}
@@ -32,8 +39,8 @@ for i = 1, count do
   index[names[i]] = i
 end
 
-local arg = 6
-for _ = 1, tonumber(ARGV[5]) do
+local arg = 8
+for _ = 1, tonumber(ARGV[7]) do
   local name, value = ARGV[arg], ARGV[arg + 1]
   arg = arg + 2
   local i = index[name]
