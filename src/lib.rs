@@ -4,12 +4,14 @@
 //! Valkey, [`session`] holds the rules. [`server`] wires it all to a socket.
 
 pub mod config;
+pub mod gateway;
 pub mod health;
 pub mod layers;
 pub mod proto;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 

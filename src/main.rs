@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use valkey_sessions::{
     config::{Cli, Config},
-    server, telemetry,
+    server, shutdown, telemetry,
 };
 
 #[tokio::main]
@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = server::run(config, telemetry.metrics.clone(), shutdown_signal()).await;
+    let result = server::run(config, telemetry.metrics.clone(), shutdown::signal()).await;
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -35,24 +35,4 @@ async fn main() -> ExitCode {
     };
     telemetry.shutdown();
     code
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

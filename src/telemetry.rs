@@ -33,9 +33,21 @@ pub enum TelemetryError {
     },
 }
 
+/// Keeps the trace exporter alive; `shutdown` flushes pending spans.
+pub struct Traces(Option<SdkTracerProvider>);
+
+impl Traces {
+    /// Flushes and stops the trace exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.0 {
+            let _ = provider.shutdown_with_timeout(Duration::from_secs(3));
+        }
+    }
+}
+
 /// Keeps the exporters alive; `shutdown` flushes pending spans.
 pub struct Telemetry {
-    tracer_provider: Option<SdkTracerProvider>,
+    traces: Traces,
     /// Renders the Prometheus exposition.
     pub metrics: PrometheusHandle,
 }
@@ -43,26 +55,43 @@ pub struct Telemetry {
 impl Telemetry {
     /// Flushes and stops the trace exporter.
     pub fn shutdown(self) {
-        if let Some(provider) = self.tracer_provider {
-            let _ = provider.shutdown_with_timeout(Duration::from_secs(3));
-        }
+        self.traces.shutdown();
     }
 }
 
-/// Installs the global subscriber, propagator and metrics recorder.
+/// Installs the global subscriber, propagator and metrics recorder of the service.
 pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
+    let traces = init_traces(config.log.format, "valkey-sessions")?;
+    let metrics = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.000_25, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])
+        .expect("non-empty buckets")
+        .install_recorder()
+        .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
+    Ok(Telemetry { traces, metrics })
+}
+
+/// Installs the global log subscriber and W3C propagator, and the OTLP exporter when the
+/// standard `OTEL_EXPORTER_OTLP_*` variables ask for it; `service_name` is the default
+/// `service.name` (`OTEL_SERVICE_NAME` wins).
+pub fn init_traces(
+    format: LogFormat,
+    service_name: &'static str,
+) -> Result<Traces, TelemetryError> {
     global::set_text_map_propagator(TraceContextPropagator::new());
-    let tracer_provider = otlp_provider()?;
+    let tracer_provider = otlp_provider(service_name)?;
     // Only our own spans are exported: the exporter's transport must not trace itself.
     let otel = tracer_provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("valkey-sessions"))
+            .with_tracer(provider.tracer(service_name))
             .with_filter(filter_fn(|meta| {
                 meta.target().starts_with("valkey_sessions")
+                    || meta.target().starts_with("todo_gateway")
             }))
     });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = match config.log.format {
+    let fmt = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(false)
@@ -75,21 +104,10 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
         .with(fmt.with_filter(filter))
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
-
-    let metrics = PrometheusBuilder::new()
-        .set_buckets(&[
-            0.000_25, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ])
-        .expect("non-empty buckets")
-        .install_recorder()
-        .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
-    Ok(Telemetry {
-        tracer_provider,
-        metrics,
-    })
+    Ok(Traces(tracer_provider))
 }
 
-fn otlp_provider() -> Result<Option<SdkTracerProvider>, TelemetryError> {
+fn otlp_provider(service_name: &'static str) -> Result<Option<SdkTracerProvider>, TelemetryError> {
     let configured = [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -104,7 +122,7 @@ fn otlp_provider() -> Result<Option<SdkTracerProvider>, TelemetryError> {
         .build()?;
     let mut resource = Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
-        resource = resource.with_service_name("valkey-sessions");
+        resource = resource.with_service_name(service_name);
     }
     Ok(Some(
         SdkTracerProvider::builder()

@@ -3,16 +3,9 @@
 
 mod support;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-    trace_service_server::{TraceService, TraceServiceServer},
-};
-use support::{Service, Valkey};
+use support::{Service, Valkey, otlp, otlp::hex};
 use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 use tonic_health::pb::{
@@ -232,39 +225,11 @@ async fn metrics_count_requests_latency_valkey_commands_and_connections() {
     }
 }
 
-/// A minimal OTLP trace receiver: keeps every exported request.
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
 #[tokio::test]
 async fn traces_continue_the_callers_trace_and_never_carry_session_ids() {
-    let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = listener.local_addr().unwrap();
-    let server = receiver.clone();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(server))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-
+    let receiver = otlp::Receiver::start().await;
     let valkey = Valkey::standalone();
-    let endpoint = format!("http://{otlp}");
+    let endpoint = receiver.endpoint.clone();
     let service = Service::start(
         &valkey.url(),
         &[
@@ -295,27 +260,14 @@ async fn traces_continue_the_callers_trace_and_never_carry_session_ids() {
     );
     c.get(request).await.unwrap();
 
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let start = Instant::now();
     let (rpc, valkey_span) = loop {
         let spans: Vec<_> = receiver
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r.resource_spans.iter())
-            .flat_map(|rs| {
-                let service_name = rs
-                    .resource
-                    .as_ref()
-                    .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
-                    .map(|a| format!("{:?}", a.value));
-                assert!(
-                    service_name
-                        .unwrap_or_default()
-                        .contains("sessions-under-test")
-                );
-                rs.scope_spans.iter().flat_map(|ss| ss.spans.clone())
+            .spans()
+            .into_iter()
+            .map(|(service, span)| {
+                assert_eq!(service, "sessions-under-test");
+                span
             })
             .collect();
         let rpc = spans

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod otlp;
 mod topology;
 
 pub use topology::{Deployment, Shape};
@@ -240,13 +241,36 @@ impl Service {
         Self::spawn(cmd)
     }
 
+    /// The `todo-gateway` binary in front of the session service at `service`.
+    pub fn gateway(service: SocketAddr, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_todo-gateway"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SESSION_SERVICE_URL", format!("http://{service}"))
+            .env("GATEWAY_LISTEN", "127.0.0.1:0")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::spawn_until(cmd, "gateway listening")
+    }
+
     /// Starts a prepared command and waits until it reports its listening address.
-    pub fn spawn(mut cmd: Command) -> Self {
+    pub fn spawn(cmd: Command) -> Self {
+        let mut service = Self::spawn_until(cmd, "grpc listening");
+        service.metrics_addr = service.logged_addr("metrics listening");
+        service
+    }
+
+    /// Starts a prepared command and waits for the log line `message` carrying its address.
+    pub fn spawn_until(mut cmd: Command, message: &str) -> Self {
+        let program = cmd.get_program().to_string_lossy().into_owned();
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn valkey-sessions");
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         let logs = Arc::new(Mutex::new(Vec::new()));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
@@ -267,21 +291,20 @@ impl Service {
         };
         let start = Instant::now();
         loop {
-            if let Some(addr) = service.logged_addr("grpc listening") {
+            if let Some(addr) = service.logged_addr(message) {
                 service.addr = addr;
                 break;
             }
             if let Ok(Some(status)) = service.child.try_wait() {
-                panic!("valkey-sessions exited with {status}:\n{}", service.logs());
+                panic!("{program} exited with {status}:\n{}", service.logs());
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
-                "valkey-sessions did not start:\n{}",
+                "{program} did not start:\n{}",
                 service.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        service.metrics_addr = service.logged_addr("metrics listening");
         service
     }
 

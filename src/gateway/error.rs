@@ -1,0 +1,117 @@
+//! HTTP errors of the gateway: one type, one JSON shape, one mapping from gRPC statuses.
+
+use axum::{
+    Json,
+    extract::rejection::JsonRejection,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Everything a handler can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, or not the expected shape.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is larger than the gateway accepts.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The body is not declared as `application/json`.
+    #[error("expected a body with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// Well-formed JSON that breaks a rule (length, count).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// No such todo in this session.
+    #[error("{0}")]
+    NotFound(String),
+    /// Concurrent edits of one session kept colliding.
+    #[error("{0}")]
+    Conflict(String),
+    /// The session service is unreachable, overloaded or too slow.
+    #[error("session service unavailable: {0}")]
+    Unavailable(String),
+    /// The session service answered something the gateway cannot use.
+    #[error("session service error: {0}")]
+    Upstream(String),
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable kind, e.g. `invalid_request`.
+    #[schema(example = "invalid_request")]
+    pub error: &'static str,
+    /// What went wrong and what to do about it.
+    pub message: String,
+}
+
+impl ApiError {
+    fn status_and_kind(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.status_and_kind();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        }
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: kind,
+                message: self.to_string(),
+            }),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::PayloadTooLarge;
+        }
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType,
+            JsonRejection::JsonDataError(e) => Self::Unprocessable(e.body_text()),
+            other => Self::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        use tonic::Code;
+        match status.code() {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Cancelled => {
+                Self::Unavailable(format!("{:?}: {}", status.code(), status.message()))
+            }
+            code => Self::Upstream(format!("{code:?}: {}", status.message())),
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! The todo gateway over HTTP, against the real gateway, the real service and real Valkey.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Response, StatusCode, header};
+use serde_json::{Value, json};
+use support::{Service, Valkey, otlp, otlp::hex};
+use tonic::Code;
+use valkey_sessions::proto::GetRequest;
+
+/// Valkey, the service and the gateway, each a real process.
+struct Stack {
+    valkey: Valkey,
+    service: Service,
+    gateway: Service,
+}
+
+impl Stack {
+    fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    fn start_with(service_env: &[(&str, &str)], gateway_env: &[(&str, &str)]) -> Self {
+        let valkey = Valkey::standalone();
+        let service = Service::start(&valkey.url(), service_env);
+        let gateway = Service::gateway(service.addr, gateway_env);
+        Stack {
+            valkey,
+            service,
+            gateway,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway.addr)
+    }
+
+    /// The stored session behind a cookie value, read through gRPC.
+    async fn stored(&self, id: &str) -> Result<Value, Code> {
+        let mut client = self.service.client().await;
+        let request = GetRequest {
+            id: id.into(),
+            consistency: 2,
+        };
+        match client.get(request).await {
+            Ok(response) => {
+                let session = response.into_inner().session.unwrap();
+                Ok(serde_json::from_slice(&session.attributes["todos"]).unwrap())
+            }
+            Err(status) => Err(status.code()),
+        }
+    }
+}
+
+/// A browser: keeps cookies between requests.
+fn browser() -> Client {
+    Client::builder().cookie_store(true).build().unwrap()
+}
+
+/// A client that never sends cookies, so each test sets them by hand.
+fn bare() -> Client {
+    Client::new()
+}
+
+/// The SESSION cookie a response sets: (value, the whole Set-Cookie line).
+fn set_cookie(response: &Response) -> Option<(String, String)> {
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("SESSION="))
+        .map(|line| {
+            let value = line["SESSION=".len()..]
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            (value, line.to_owned())
+        })
+}
+
+async fn json_of(response: Response) -> Value {
+    response.json().await.unwrap()
+}
+
+/// Asserts an error answer: the status and a JSON body with `error` and a non-empty `message`.
+async fn assert_error(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let body = json_of(response).await;
+    assert!(body["error"].is_string(), "{body}");
+    assert!(!body["message"].as_str().unwrap_or("").is_empty(), "{body}");
+    body
+}
+
+#[tokio::test]
+async fn first_visit_seeds_the_demo_todo_in_a_cookie_session() {
+    let stack = Stack::start();
+    let first = bare().get(stack.url("/todos")).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let (id, line) = set_cookie(&first).expect("the first visit sets SESSION");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(line.contains(attribute), "{attribute} missing: {line}");
+    }
+    assert!(
+        !line.contains("Secure"),
+        "plain HTTP must not get Secure: {line}"
+    );
+    assert_eq!(id.len(), 43, "the cookie carries the service's session id");
+    let todos = json_of(first).await;
+    assert_eq!(todos.as_array().unwrap().len(), 1);
+    assert_eq!(todos[0]["title"], "Hello World");
+    assert_eq!(todos[0]["description"], "This is session test");
+    assert_eq!(todos[0]["done"], false);
+    assert!(todos[0]["id"].is_string());
+
+    // Stored in valkey-sessions, not in the gateway: the service returns the same list.
+    assert_eq!(stack.stored(&id).await.unwrap(), todos);
+
+    let again = bare()
+        .get(stack.url("/todos"))
+        .header(header::COOKIE, format!("SESSION={id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        set_cookie(&again).is_none(),
+        "a known session keeps its cookie"
+    );
+    assert_eq!(json_of(again).await, todos);
+}
+
+#[tokio::test]
+async fn secure_cookies_when_configured_for_https() {
+    let stack = Stack::start_with(&[], &[("GATEWAY_COOKIE_SECURE", "true")]);
+    let response = bare().get(stack.url("/todos")).send().await.unwrap();
+    let (_, line) = set_cookie(&response).unwrap();
+    assert!(line.contains("Secure"), "{line}");
+}
+
+#[tokio::test]
+async fn add_toggle_edit_delete_round_trip() {
+    let stack = Stack::start();
+    let web = browser();
+    let created = web
+        .post(stack.url("/todos"))
+        .json(&json!({"title": "Buy milk", "description": "two litres"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let todo = json_of(created).await;
+    let id = todo["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (todo["title"].as_str(), todo["done"].as_bool()),
+        (Some("Buy milk"), Some(false))
+    );
+
+    let list = json_of(web.get(stack.url("/todos")).send().await.unwrap()).await;
+    let titles: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].clone())
+        .collect();
+    assert_eq!(titles, [json!("Hello World"), json!("Buy milk")]);
+
+    let path = stack.url(&format!("/todos/{id}"));
+    let toggled = json_of(web.patch(&path).json(&json!({})).send().await.unwrap()).await;
+    assert_eq!(toggled["done"], true, "an empty patch toggles");
+    let edited = web
+        .patch(&path)
+        .json(&json!({"title": "Buy oat milk", "done": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(edited.status(), StatusCode::OK);
+    let edited = json_of(edited).await;
+    assert_eq!(
+        (edited["title"].as_str(), edited["done"].as_bool()),
+        (Some("Buy oat milk"), Some(false))
+    );
+    assert_eq!(
+        edited["description"], "two litres",
+        "fields not sent are kept"
+    );
+
+    let deleted = web.delete(&path).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let list = json_of(web.get(stack.url("/todos")).send().await.unwrap()).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_error(
+        web.delete(&path).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_error(
+        web.patch(&path).json(&json!({})).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn forged_expired_and_logged_out_cookies_start_a_fresh_session() {
+    let stack = Stack::start_with(
+        &[("VALKEY_SESSIONS_SESSIONS__DEFAULT_IDLE_TIMEOUT", "1s")],
+        &[],
+    );
+    let well_formed_unknown = "A".repeat(43);
+    for forged in ["garbage", "{vs}/../x", well_formed_unknown.as_str(), ""] {
+        let response = bare()
+            .get(stack.url("/todos"))
+            .header(header::COOKIE, format!("SESSION={forged}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "cookie {forged:?}");
+        let (id, _) = set_cookie(&response).expect("a fresh session");
+        assert_ne!(id, forged);
+        assert_eq!(json_of(response).await[0]["title"], "Hello World");
+    }
+
+    // Expired: the service forgot it (idle timeout 1 s), the gateway starts over.
+    let first = bare().get(stack.url("/todos")).send().await.unwrap();
+    let (expired, _) = set_cookie(&first).unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(stack.stored(&expired).await, Err(Code::NotFound));
+    let added = bare()
+        .post(stack.url("/todos"))
+        .header(header::COOKIE, format!("SESSION={expired}"))
+        .json(&json!({"title": "after expiry", "description": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::CREATED);
+    let (fresh, _) = set_cookie(&added).expect("a new cookie replaces the expired one");
+    assert_ne!(fresh, expired);
+    assert_eq!(
+        stack
+            .stored(&fresh)
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn logout_deletes_the_session_and_clears_the_cookie() {
+    let stack = Stack::start();
+    let first = bare().get(stack.url("/todos")).send().await.unwrap();
+    let (id, _) = set_cookie(&first).unwrap();
+    assert!(stack.stored(&id).await.is_ok());
+
+    let out = bare()
+        .post(stack.url("/logout"))
+        .header(header::COOKIE, format!("SESSION={id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    let (value, line) = set_cookie(&out).expect("logout clears the cookie");
+    assert!(value.is_empty() && line.contains("Max-Age=0"), "{line}");
+    assert_eq!(stack.stored(&id).await, Err(Code::NotFound));
+
+    // Logging out twice, or without a session, is fine.
+    for cookie in [format!("SESSION={id}"), "SESSION=forged".into()] {
+        let again = bare()
+            .post(stack.url("/logout"))
+            .header(header::COOKIE, cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NO_CONTENT);
+    }
+    let after = bare()
+        .get(stack.url("/todos"))
+        .header(header::COOKIE, format!("SESSION={id}"))
+        .send()
+        .await
+        .unwrap();
+    let (new_id, _) = set_cookie(&after).unwrap();
+    assert_ne!(new_id, id, "the old id is not revived");
+}
+
+/// Parallel requests of one browser each read, change and write the whole list: without the
+/// version check, they would overwrite each other's additions.
+#[tokio::test]
+async fn concurrent_additions_of_one_browser_are_all_kept() {
+    let stack = Stack::start();
+    let web = browser();
+    web.get(stack.url("/todos")).send().await.unwrap();
+    let mut expected = 1;
+    let mut conflicts = 0.0;
+    for round in 0..3 {
+        let requests = (0..24).map(|i| {
+            let web = web.clone();
+            let url = stack.url("/todos");
+            async move {
+                web.post(url)
+                    .json(&json!({"title": format!("r{round} t{i}"), "description": ""}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        });
+        let statuses = futures::future::join_all(requests).await;
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::CREATED),
+            "{statuses:?}"
+        );
+        expected += 24;
+        let list = json_of(web.get(stack.url("/todos")).send().await.unwrap()).await;
+        assert_eq!(list.as_array().unwrap().len(), expected, "a todo was lost");
+        conflicts = metric(
+            &stack.service,
+            "grpc_requests_total{method=\"Put\",code=\"ABORTED\"}",
+        );
+        if conflicts > 0.0 {
+            break;
+        }
+    }
+    assert!(
+        conflicts > 0.0,
+        "no version conflict happened, so the retry path was not exercised"
+    );
+}
+
+fn metric(service: &Service, series: &str) -> f64 {
+    service
+        .scrape_metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_with_a_json_error() {
+    let stack = Stack::start();
+    let web = browser();
+    let url = stack.url("/todos");
+    let raw = |body: &'static str| {
+        web.post(&url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+    };
+    assert_error(raw("{\"title\":").await.unwrap(), StatusCode::BAD_REQUEST).await;
+    let missing = assert_error(
+        raw("{\"title\":\"x\"}").await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(
+        missing["message"].as_str().unwrap().contains("description"),
+        "{missing}"
+    );
+    assert_error(
+        raw("{\"title\":1,\"description\":\"\"}").await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_error(
+        raw("{\"title\":\"x\",\"description\":\"\",\"owner\":\"me\"}")
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let long = json!({"title": "x".repeat(201), "description": ""});
+    let too_long = assert_error(
+        web.post(&url).json(&long).send().await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(
+        too_long["message"].as_str().unwrap().contains("200"),
+        "{too_long}"
+    );
+    assert_error(
+        web.post(&url)
+            .json(&json!({"title": "", "description": ""}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_error(
+        web.post(&url).body("title=x").send().await.unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    let huge = json!({"title": "x", "description": "y".repeat(32 * 1024)});
+    assert_error(
+        web.post(&url).json(&huge).send().await.unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+
+    // Nothing of that reached the list.
+    let list = json_of(web.get(&url).send().await.unwrap()).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unavailable_session_service_is_a_503_never_a_hang() {
+    let mut stack = Stack::start_with(&[], &[("GATEWAY_CALL_TIMEOUT", "500ms")]);
+    let web = browser();
+    assert_eq!(
+        web.get(stack.url("/readyz")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // Valkey down, service up: the service says NOT_SERVING and its calls fail UNAVAILABLE.
+    stack.valkey.kill();
+    let start = Instant::now();
+    loop {
+        let ready = web.get(stack.url("/readyz")).send().await.unwrap();
+        if ready.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(json_of(ready).await["status"], "NOT_SERVING");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "readyz never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let todos = web.get(stack.url("/todos")).send().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let retry_after = todos.headers().get(header::RETRY_AFTER).cloned();
+    assert_error(todos, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(retry_after.is_some(), "503 carries Retry-After");
+    stack.valkey.restart();
+
+    // The service itself gone: still a quick 503, and liveness stays up.
+    stack.service.signal("KILL");
+    stack.service.wait_exit(Duration::from_secs(5));
+    let started = Instant::now();
+    let todos = web.get(stack.url("/todos")).send().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_error(todos, StatusCode::SERVICE_UNAVAILABLE).await;
+    let ready = web.get(stack.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json_of(ready).await["status"], "UNREACHABLE");
+    let live = web.get(stack.url("/healthz")).send().await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_page_and_the_openapi_document_are_served() {
+    let stack = Stack::start();
+    let page = bare().get(stack.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/todos"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+
+    let doc = json_of(bare().get(stack.url("/openapi.json")).send().await.unwrap()).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/todos", "/todos/{id}", "/logout", "/healthz", "/readyz"] {
+        assert!(doc["paths"][path].is_object(), "{path} undocumented");
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["NewTodo"]["properties"]["title"]["maxLength"],
+        200
+    );
+}
+
+/// The browser's trace continues through the gateway into the service: one trace, the gateway's
+/// request span the parent of the service's RPC span.
+#[tokio::test]
+async fn trace_context_flows_from_the_browser_through_the_gateway_to_the_service() {
+    let receiver = otlp::Receiver::start().await;
+    let endpoint = receiver.endpoint.as_str();
+    let otel = |name| {
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_SERVICE_NAME", name),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ]
+    };
+    let stack = Stack::start_with(&otel("sessions-under-test"), &otel("gateway-under-test"));
+
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let browser_span = "b7ad6b7169203331";
+    let response = bare()
+        .get(stack.url("/todos"))
+        .header("traceparent", format!("00-{trace_id}-{browser_span}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (session_id, _) = set_cookie(&response).unwrap();
+
+    let start = Instant::now();
+    loop {
+        let spans = receiver.spans();
+        let gateway_span = spans.iter().find(|(service, span)| {
+            service == "gateway-under-test" && hex(&span.trace_id) == trace_id
+        });
+        let rpc = spans.iter().find(|(service, span)| {
+            service == "sessions-under-test"
+                && span.name == "session.v1.SessionService/Create"
+                && hex(&span.trace_id) == trace_id
+        });
+        if let (Some((_, gateway_span)), Some((_, rpc))) = (gateway_span, rpc) {
+            assert_eq!(gateway_span.name, "GET /todos");
+            assert_eq!(hex(&gateway_span.parent_span_id), browser_span);
+            assert_eq!(
+                rpc.parent_span_id, gateway_span.span_id,
+                "the gateway's span is the parent"
+            );
+            assert!(
+                !format!("{spans:?}").contains(&session_id),
+                "a session id appears in an exported span"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "spans not exported: {spans:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
