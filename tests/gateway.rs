@@ -398,7 +398,7 @@ async fn bad_input_gets_a_4xx_with_a_json_error() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
     )
     .await;
-    let huge = json!({"title": "x", "description": "y".repeat(32 * 1024)});
+    let huge = json!({"title": "x", "description": "y".repeat(100 * 1024)});
     assert_error(
         web.post(&url).json(&huge).send().await.unwrap(),
         StatusCode::PAYLOAD_TOO_LARGE,
