@@ -346,53 +346,47 @@ async fn bad_input_gets_a_4xx_with_a_json_error() {
     let stack = Stack::start();
     let web = browser();
     let url = stack.url("/todos");
-    let raw = |body: &'static str| {
-        web.post(&url)
+    let long_title = format!(r#"{{"title":"{}","description":""}}"#, "x".repeat(201));
+    let cases = [
+        (r#"{"title":"#, StatusCode::BAD_REQUEST, "parse"),
+        (
+            r#"{"title":"x"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "description",
+        ),
+        (
+            r#"{"title":1,"description":""}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "title",
+        ),
+        (
+            r#"{"title":"x","description":"","owner":"me"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "owner",
+        ),
+        (
+            &long_title,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "1 to 200 characters",
+        ),
+        (
+            r#"{"title":"","description":""}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "1 to 200 characters",
+        ),
+    ];
+    for (body, status, named) in cases {
+        let response = web
+            .post(&url)
             .header(header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-    };
-    assert_error(raw("{\"title\":").await.unwrap(), StatusCode::BAD_REQUEST).await;
-    let missing = assert_error(
-        raw("{\"title\":\"x\"}").await.unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
-    assert!(
-        missing["message"].as_str().unwrap().contains("description"),
-        "{missing}"
-    );
-    assert_error(
-        raw("{\"title\":1,\"description\":\"\"}").await.unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
-    assert_error(
-        raw("{\"title\":\"x\",\"description\":\"\",\"owner\":\"me\"}")
-            .await
-            .unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
-    let long = json!({"title": "x".repeat(201), "description": ""});
-    let too_long = assert_error(
-        web.post(&url).json(&long).send().await.unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
-    assert!(
-        too_long["message"].as_str().unwrap().contains("200"),
-        "{too_long}"
-    );
-    assert_error(
-        web.post(&url)
-            .json(&json!({"title": "", "description": ""}))
+            .body(body.to_owned())
             .send()
             .await
-            .unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+            .unwrap();
+        let error = assert_error(response, status).await;
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(named), "{body}: {message}");
+    }
     assert_error(
         web.post(&url).body("title=x").send().await.unwrap(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,

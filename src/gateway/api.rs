@@ -86,11 +86,7 @@ pub async fn add_todo(
     jar: CookieJar,
     Body(new): Body<NewTodo>,
 ) -> Result<Response, ApiError> {
-    let (session, todo) = state
-        .sessions
-        .edit(cookie(&jar), |list| todos::add(list, &new))
-        .await?;
-    let jar = state.remember(jar, &session);
+    let (jar, todo) = state.edit(jar, |list| todos::add(list, &new)).await?;
     Ok((StatusCode::CREATED, jar, Json(todo)).into_response())
 }
 
@@ -119,11 +115,9 @@ pub async fn edit_todo(
     Path(id): Path<String>,
     Body(patch): Body<TodoPatch>,
 ) -> Result<Response, ApiError> {
-    let (session, todo) = state
-        .sessions
-        .edit(cookie(&jar), |list| todos::edit(list, &id, &patch))
+    let (jar, todo) = state
+        .edit(jar, |list| todos::edit(list, &id, &patch))
         .await?;
-    let jar = state.remember(jar, &session);
     Ok((jar, Json(todo)).into_response())
 }
 
@@ -146,11 +140,7 @@ pub async fn delete_todo(
     jar: CookieJar,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (session, ()) = state
-        .sessions
-        .edit(cookie(&jar), |list| todos::remove(list, &id))
-        .await?;
-    let jar = state.remember(jar, &session);
+    let (jar, ()) = state.edit(jar, |list| todos::remove(list, &id)).await?;
     Ok((StatusCode::NO_CONTENT, jar).into_response())
 }
 
@@ -216,6 +206,16 @@ impl AppState {
             .path("/")
             .secure(self.cookie_secure)
             .build()
+    }
+
+    /// Runs `change` on the session's list; the jar gains the cookie if a session was started.
+    async fn edit<T>(
+        &self,
+        jar: CookieJar,
+        change: impl Fn(&mut Vec<Todo>) -> Result<T, ApiError>,
+    ) -> Result<(CookieJar, T), ApiError> {
+        let (session, out) = self.sessions.edit(cookie(&jar), change).await?;
+        Ok((self.remember(jar, &session), out))
     }
 
     /// Sets the cookie when this request started the session.
