@@ -13,7 +13,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::{
     AppState,
-    error::{ApiError, ErrorBody},
+    error::{ApiError, BodyErrors, ErrorBody, SessionErrors},
     sessions::TodoSession,
     todos::{self, NewTodo, Todo, TodoPatch},
 };
@@ -53,8 +53,7 @@ pub struct Health {
     params(("SESSION" = Option<String>, Cookie, description = "Session id; absent or unknown starts a new session")),
     responses(
         (status = 200, description = "The todos of this session", body = [Todo]),
-        (status = 409, description = "Concurrent edits kept colliding", body = ErrorBody),
-        (status = 503, description = "The session service is unavailable", body = ErrorBody),
+        SessionErrors,
     )
 )]
 pub async fn list_todos(
@@ -73,12 +72,8 @@ pub async fn list_todos(
     request_body = NewTodo,
     responses(
         (status = 201, description = "The stored todo", body = Todo),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 409, description = "Concurrent edits kept colliding", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body is not application/json", body = ErrorBody),
-        (status = 422, description = "Missing field, bad length, or too many todos", body = ErrorBody),
-        (status = 503, description = "The session service is unavailable", body = ErrorBody),
+        BodyErrors,
+        SessionErrors,
     )
 )]
 pub async fn add_todo(
@@ -100,13 +95,9 @@ pub async fn add_todo(
     request_body = TodoPatch,
     responses(
         (status = 200, description = "The todo as stored", body = Todo),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        BodyErrors,
         (status = 404, description = "No such todo in this session", body = ErrorBody),
-        (status = 409, description = "Concurrent edits kept colliding", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body is not application/json", body = ErrorBody),
-        (status = 422, description = "Bad field type or length", body = ErrorBody),
-        (status = 503, description = "The session service is unavailable", body = ErrorBody),
+        SessionErrors,
     )
 )]
 pub async fn edit_todo(
@@ -131,8 +122,7 @@ pub async fn edit_todo(
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No such todo in this session", body = ErrorBody),
-        (status = 409, description = "Concurrent edits kept colliding", body = ErrorBody),
-        (status = 503, description = "The session service is unavailable", body = ErrorBody),
+        SessionErrors,
     )
 )]
 pub async fn delete_todo(

@@ -7,7 +7,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,45 @@ pub struct ErrorBody {
     pub error: &'static str,
     /// What went wrong and what to do about it.
     pub message: String,
+}
+
+/// The error answers of every operation that reads or changes the todo list (OpenAPI only).
+#[derive(IntoResponses)]
+#[allow(dead_code, reason = "never built: it only describes responses to utoipa")]
+pub enum SessionErrors {
+    /// See [`ApiError::Conflict`].
+    #[response(
+        status = 409,
+        description = "Concurrent edits of the session kept colliding; retry"
+    )]
+    Conflict(ErrorBody),
+    /// See [`ApiError::Unavailable`].
+    #[response(
+        status = 503,
+        description = "The session service is unavailable; retry after the Retry-After delay"
+    )]
+    Unavailable(ErrorBody),
+}
+
+/// The error answers of every operation with a JSON body (OpenAPI only).
+#[derive(IntoResponses)]
+#[allow(dead_code, reason = "never built: it only describes responses to utoipa")]
+pub enum BodyErrors {
+    /// See [`ApiError::BadRequest`].
+    #[response(status = 400, description = "Malformed JSON")]
+    BadRequest(ErrorBody),
+    /// See [`ApiError::PayloadTooLarge`].
+    #[response(status = 413, description = "Body over 64 KiB")]
+    PayloadTooLarge(ErrorBody),
+    /// See [`ApiError::UnsupportedMediaType`].
+    #[response(status = 415, description = "Body is not application/json")]
+    UnsupportedMediaType(ErrorBody),
+    /// See [`ApiError::Unprocessable`].
+    #[response(
+        status = 422,
+        description = "Missing or unknown field, wrong type, bad length, or too many todos"
+    )]
+    Unprocessable(ErrorBody),
 }
 
 impl ApiError {
