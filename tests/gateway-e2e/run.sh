@@ -21,13 +21,12 @@ mkdir -p "$ARTIFACTS_DIR"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 if [ ! -x /usr/bin/chromium ]; then
+  $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
-if [ ! -x "$here/.venv/bin/st" ]; then
-  python3 -m venv "$here/.venv"
-  "$here/.venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
-fi
+[ -x "$here/.venv/bin/pip" ] || python3 -m venv "$here/.venv"
+"$here/.venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 valkey_port="$(free_port)" grpc_port="$(free_port)" metrics_port="$(free_port)" http_port="$(free_port)"
