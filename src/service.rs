@@ -10,7 +10,7 @@ use crate::{
     config::SessionConfig,
     proto::{
         self, Consistency, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-        GetRequest, GetResponse, PutRequest, PutResponse,
+        GetRequest, GetResponse, PutRequest, PutResponse, RotateRequest, RotateResponse,
     },
     session::{Error, Limits, Session, SessionId, expiry_ms, now_ms},
     store::{Delta, SessionStore},
@@ -161,6 +161,19 @@ impl proto::session_service_server::SessionService for SessionService {
         let id = SessionId::parse(&request.into_inner().id)?;
         let existed = self.store.delete(&id).await?;
         Ok(Response::new(DeleteResponse { existed }))
+    }
+
+    async fn rotate(
+        &self,
+        request: Request<RotateRequest>,
+    ) -> Result<Response<RotateResponse>, Status> {
+        let req = request.into_inner();
+        let id = SessionId::parse(&req.id)?;
+        let session = self.store.rotate(&id, req.expected_version).await?;
+        tracing::debug!(from = %id.fingerprint(), to = %session.id.fingerprint(), "rotated");
+        Ok(Response::new(RotateResponse {
+            session: Some(to_proto(session)),
+        }))
     }
 }
 

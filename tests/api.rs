@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use support::{Deployment, Service, Shape, attrs};
 use tonic::Code;
 use tonic_types::StatusExt;
-use valkey_sessions::proto::{Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest};
+use valkey_sessions::proto::{
+    Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest, RotateRequest,
+};
 
 fn start(shape: Shape) -> (Deployment, Service) {
     let deployment = Deployment::start(shape);
@@ -41,6 +43,7 @@ on_every_topology!(
     limits_are_enforced_with_messages_naming_them,
     timeouts_are_validated,
     put_can_change_the_idle_timeout_and_the_principal,
+    rotate_moves_the_session_to_a_new_id_and_ends_the_old_one,
 );
 
 async fn create_get_put_delete_round_trip(shape: Shape) {
@@ -832,4 +835,168 @@ async fn put_can_change_the_idle_timeout_and_the_principal(shape: Shape) {
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "idle {idle}");
     }
+}
+
+async fn rotate_moves_the_session_to_a_new_id_and_ends_the_old_one(shape: Shape) {
+    let (_deployment, service) = start(shape);
+    let mut c = service.client().await;
+    let created = c
+        .create(CreateRequest {
+            attributes: attrs(&[("cart", "3 items")]),
+            principal: "ada".into(),
+            absolute_timeout: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let rotate = |id: &str, expected_version| RotateRequest {
+        id: id.to_owned(),
+        expected_version,
+    };
+
+    let stale = c.rotate(rotate(&created.id, Some(7))).await.unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+
+    let rotated = c
+        .rotate(rotate(&created.id, Some(1)))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_ne!(rotated.id, created.id);
+    assert_eq!(rotated.id.len(), 43);
+    assert_eq!(rotated.version, 2);
+    assert_eq!(rotated.attributes, created.attributes);
+    assert_eq!(rotated.principal, "ada");
+    assert_eq!(rotated.created_at, created.created_at);
+    assert_eq!(rotated.idle_timeout, created.idle_timeout);
+    assert_eq!(rotated.absolute_expires_at, created.absolute_expires_at);
+
+    // Strong: a replica may show the old id for the replication lag (docs/cloud.md).
+    let old = c
+        .get(GetRequest {
+            id: created.id.clone(),
+            consistency: Consistency::Strong as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(old.code(), Code::NotFound, "the old id is over");
+    for consistency in [Consistency::Strong, Consistency::Eventual] {
+        let new = c
+            .get(GetRequest {
+                id: rotated.id.clone(),
+                consistency: consistency as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap();
+        assert_eq!(new, rotated, "read-your-writes on the new id");
+    }
+    // The new id is a full session: writable with its version, rotatable again.
+    let put = c
+        .put(PutRequest {
+            id: rotated.id.clone(),
+            set: attrs(&[("logged_in", "yes")]),
+            expected_version: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(put.version, 3);
+    let again = c
+        .rotate(rotate(&rotated.id, None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.session.unwrap().version, 4);
+
+    for (id, code) in [
+        (created.id.as_str(), Code::NotFound),
+        (rotated.id.as_str(), Code::NotFound),
+        ("not-an-id", Code::InvalidArgument),
+    ] {
+        let err = c.rotate(rotate(id, None)).await.unwrap_err();
+        assert_eq!(err.code(), code, "{id}: {err:?}");
+    }
+}
+
+/// A Put racing a Rotate is never lost: it lands before the rotation (which then fails with
+/// ABORTED and leaves the old id) or fails NOT_FOUND after it.
+#[tokio::test]
+async fn puts_racing_a_rotation_are_never_lost() {
+    let (_deployment, service) = start(Shape::Standalone);
+    let mut c = service.client().await;
+    let (mut aborted, mut rotated) = (0, 0);
+    for round in 0..20 {
+        let id = c
+            .create(CreateRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap()
+            .id;
+        let puts = (0..8).map(|i| {
+            let mut c = c.clone();
+            let id = id.clone();
+            async move {
+                // Staggered, so some rounds race the rotation and some come after it.
+                tokio::time::sleep(std::time::Duration::from_micros(round * 150 * i)).await;
+                let name = format!("w{i}");
+                let put = PutRequest {
+                    id,
+                    set: attrs(&[(name.as_str(), "x")]),
+                    ..Default::default()
+                };
+                c.put(put).await.map(|_| name)
+            }
+        });
+        let mut rotator = c.clone();
+        let rotation = rotator.rotate(RotateRequest {
+            id: id.clone(),
+            expected_version: None,
+        });
+        let (rotation, puts) = tokio::join!(rotation, futures::future::join_all(puts));
+        let written: Vec<String> = puts.into_iter().filter_map(Result::ok).collect();
+        let holder = match rotation {
+            Ok(response) => {
+                rotated += 1;
+                response.into_inner().session.unwrap().id
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Aborted, "round {round}: {status:?}");
+                aborted += 1;
+                id
+            }
+        };
+        let stored = c
+            .get(GetRequest {
+                id: holder,
+                consistency: Consistency::Strong as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap();
+        for name in &written {
+            assert!(
+                stored.attributes.contains_key(name),
+                "round {round}: acknowledged write {name} lost"
+            );
+        }
+    }
+    println!("rotations: {rotated} succeeded, {aborted} aborted by a racing Put");
 }

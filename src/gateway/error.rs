@@ -50,7 +50,10 @@ pub struct ErrorBody {
 
 /// The error answers of every operation that reads or changes the todo list (OpenAPI only).
 #[derive(IntoResponses)]
-#[allow(dead_code, reason = "never built: it only describes responses to utoipa")]
+#[allow(
+    dead_code,
+    reason = "never built: it only describes responses to utoipa"
+)]
 pub enum SessionErrors {
     /// See [`ApiError::Conflict`].
     #[response(
@@ -68,7 +71,10 @@ pub enum SessionErrors {
 
 /// The error answers of every operation with a JSON body (OpenAPI only).
 #[derive(IntoResponses)]
-#[allow(dead_code, reason = "never built: it only describes responses to utoipa")]
+#[allow(
+    dead_code,
+    reason = "never built: it only describes responses to utoipa"
+)]
 pub enum BodyErrors {
     /// See [`ApiError::BadRequest`].
     #[response(status = 400, description = "Malformed JSON")]

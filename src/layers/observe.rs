@@ -96,7 +96,7 @@ fn labels(path: &str) -> (&'static str, &'static str) {
     const KNOWN: &[(&str, &[&str])] = &[
         (
             "session.v1.SessionService",
-            &["Create", "Get", "Put", "Delete"],
+            &["Create", "Get", "Put", "Delete", "Rotate"],
         ),
         ("grpc.health.v1.Health", &["Check", "Watch", "List"]),
     ];

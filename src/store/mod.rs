@@ -65,6 +65,7 @@ pub struct SessionStore {
     limits: Limits,
     put: Script,
     touch: Script,
+    delete_if_version: Script,
 }
 
 impl SessionStore {
@@ -77,6 +78,7 @@ impl SessionStore {
             limits,
             put: Script::from_lua(include_str!("scripts/put.lua")),
             touch: Script::from_lua(include_str!("scripts/touch.lua")),
+            delete_if_version: Script::from_lua(include_str!("scripts/delete_if_version.lua")),
         }
     }
 
@@ -90,6 +92,7 @@ impl SessionStore {
         let client = self.pool.next();
         self.put.load(client).await.map_err(map_err)?;
         self.touch.load(client).await.map_err(map_err)?;
+        self.delete_if_version.load(client).await.map_err(map_err)?;
         Ok(())
     }
 
@@ -238,6 +241,67 @@ impl SessionStore {
     pub async fn delete(&self, id: &SessionId) -> Result<bool, Error> {
         let removed: i64 = timed("del", self.pool.next().del(self.keys.session(id))).await?;
         Ok(removed > 0)
+    }
+
+    /// Moves a session to a fresh id: read the old key, write the new one (SET NX), then delete
+    /// the old one only if it is unchanged. The two keys live in different slots, so this cannot
+    /// be one atomic command; the order means a failure part-way leaves the old id alive (until
+    /// it expires or is deleted), never loses the session, and a write that raced the rotation
+    /// is never dropped: the new key is discarded and the caller gets ABORTED.
+    #[tracing::instrument(name = "valkey.rotate", skip_all, fields(session = %old.fingerprint()))]
+    pub async fn rotate(
+        &self,
+        old: &SessionId,
+        expected_version: Option<u64>,
+    ) -> Result<Session, Error> {
+        let old_key = self.keys.session(old);
+        let blob: Option<Bytes> = timed("get", self.pool.next().get(&old_key)).await?;
+        let mut session = match blob {
+            Some(blob) => codec::decode(old.clone(), &blob)?,
+            None => return Err(Error::NotFound),
+        };
+        let now = now_ms();
+        if session.expires_at_ms() <= now {
+            return Err(Error::NotFound);
+        }
+        let read_version = session.version;
+        if let Some(expected) = expected_version.filter(|v| *v != read_version) {
+            return Err(Error::VersionConflict {
+                expected,
+                current: read_version,
+            });
+        }
+        session.version += 1;
+        session.last_accessed_at_ms = now;
+        session.id = SessionId::generate();
+        while !self.create(&session).await? {
+            // A 256-bit collision: practically impossible, harmless to handle.
+            session.id = SessionId::generate();
+        }
+
+        let reply: Vec<Value> = timed(
+            "evalsha_delete_if_version",
+            self.delete_if_version.evalsha_with_reload(
+                self.pool.next(),
+                old_key,
+                vec![Value::from(read_version.to_string())],
+            ),
+        )
+        .await?;
+        let outcome = match reply.first().and_then(Value::as_i64) {
+            Some(1) => return Ok(session),
+            // Deleted or expired meanwhile (a logout): the session must not live on under the new id.
+            Some(0) => Err(Error::NotFound),
+            Some(-1) => Err(Error::VersionConflict {
+                expected: read_version,
+                current: reply.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64,
+            }),
+            _ => Err(Error::Internal(format!(
+                "delete_if_version script returned {reply:?}"
+            ))),
+        };
+        self.delete(&session.id).await?;
+        outcome
     }
 
     /// One PING through the pool; the health probe.
