@@ -1,0 +1,97 @@
+//! Command-line options of session-bench.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// Load generator for valkey-sessions: closed-loop (or fixed-rate) unary RPCs, HDR latency.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "session-bench", version, about)]
+pub struct Args {
+    /// The service's gRPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+
+    /// What to send: one RPC kind, or `mixed` (80% Get, 15% Put, 5% Create + Delete).
+    #[arg(long, value_enum, default_value = "get")]
+    pub op: Op,
+
+    /// Requests in flight: one task per slot, each sending its next request when the last returns.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+
+    /// HTTP/2 connections the requests are spread over (round robin per task).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+
+    /// How long to measure (after the warm-up).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Load before measuring, not recorded.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+
+    /// Bytes per attribute value.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+
+    /// Attributes per session.
+    #[arg(long, default_value_t = 5)]
+    pub attributes: usize,
+
+    /// Sessions created before measuring (the working set Gets and Puts pick from).
+    #[arg(long, default_value_t = 10_000)]
+    pub sessions: usize,
+
+    /// Fixed total rate in requests per second instead of closed loop; latency is then measured
+    /// from each request's scheduled time, so a stall is not hidden (coordinated omission).
+    #[arg(long)]
+    pub rate: Option<u64>,
+
+    /// Gets ask for CONSISTENCY_STRONG (the primary) instead of eventual.
+    #[arg(long)]
+    pub strong: bool,
+
+    /// Create the working set, print nothing but its size, and exit (for memory measurements).
+    #[arg(long)]
+    pub populate_only: bool,
+
+    /// Stop after this many measured requests (for exact command counts), even before `duration`.
+    #[arg(long)]
+    pub requests: Option<u64>,
+
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// The request mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// Only Create (the sessions are left to expire).
+    Create,
+    /// Only Get.
+    Get,
+    /// Only Put of one attribute.
+    Put,
+    /// 80% Get, 15% Put, 5% Create followed by Delete of the new session.
+    Mixed,
+}
+
+impl Args {
+    /// Rejects combinations that would measure nothing.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 || self.connections == 0 {
+            return Err("--concurrency and --connections must be at least 1".into());
+        }
+        if self.sessions == 0 && matches!(self.op, Op::Get | Op::Put | Op::Mixed) {
+            return Err("--sessions must be at least 1 for get, put and mixed".into());
+        }
+        if self.rate == Some(0) {
+            return Err("--rate must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,235 @@
+//! The requests: connections, the working set, and the worker loop.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::{StreamExt, stream};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use valkey_sessions::{
+    SessionServiceClient,
+    proto::{Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest},
+};
+
+use crate::{
+    args::{Args, Op},
+    report::Stats,
+};
+
+/// Everything the workers share.
+pub struct Workload {
+    clients: Vec<SessionServiceClient<Channel>>,
+    ids: Vec<String>,
+    attributes: HashMap<String, Vec<u8>>,
+    value: Vec<u8>,
+    op: Op,
+    consistency: Consistency,
+}
+
+/// Opens `connections` HTTP/2 connections to the service.
+pub async fn connect(args: &Args) -> Result<Vec<SessionServiceClient<Channel>>, String> {
+    let endpoint = Endpoint::from_shared(args.addr.clone())
+        .map_err(|e| format!("--addr {}: {e}", args.addr))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5));
+    let mut clients = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        // `connect` per client: each gets its own TCP connection.
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", args.addr))?;
+        clients.push(SessionServiceClient::new(channel));
+    }
+    Ok(clients)
+}
+
+impl Workload {
+    /// Creates the working set of `args.sessions` sessions.
+    pub async fn populate(
+        args: &Args,
+        clients: Vec<SessionServiceClient<Channel>>,
+    ) -> Result<Self, String> {
+        let value = vec![b'v'; args.value_size];
+        let attributes: HashMap<String, Vec<u8>> = (0..args.attributes)
+            .map(|i| (format!("attr{i}"), value.clone()))
+            .collect();
+        let created: Vec<Result<String, tonic::Status>> = stream::iter(0..args.sessions)
+            .map(|i| {
+                let mut client = clients[i % clients.len()].clone();
+                let request = CreateRequest {
+                    attributes: attributes.clone(),
+                    ..Default::default()
+                };
+                async move {
+                    let response = client.create(request).await?.into_inner();
+                    Ok(response.session.map(|s| s.id).unwrap_or_default())
+                }
+            })
+            .buffer_unordered(args.concurrency.clamp(1, 128))
+            .collect()
+            .await;
+        let ids = created
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|status| format!("creating the working set: {status}"))?;
+        Ok(Self {
+            clients,
+            ids,
+            attributes,
+            value,
+            op: args.op,
+            consistency: if args.strong {
+                Consistency::Strong
+            } else {
+                Consistency::Eventual
+            },
+        })
+    }
+
+    /// Sessions in the working set.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// One worker: sends requests until `end` (or the shared budget runs out) and records those
+    /// scheduled after `measure_from`. With `pace`, requests are scheduled at fixed intervals and
+    /// latency counts from the scheduled time.
+    pub async fn worker(
+        self: Arc<Self>,
+        task: usize,
+        measure_from: Instant,
+        end: Instant,
+        pace: Option<Duration>,
+        budget: Arc<AtomicU64>,
+    ) -> Stats {
+        let mut client = self.clients[task % self.clients.len()].clone();
+        let mut rng = SmallRng::seed_from_u64(0x5e55_1035 ^ task as u64);
+        let mut stats = Stats::new();
+        let mut next = Instant::now();
+        loop {
+            let scheduled = match pace {
+                Some(pace) => {
+                    next += pace;
+                    tokio::time::sleep_until(next).await;
+                    next
+                }
+                None => Instant::now(),
+            };
+            if scheduled >= end {
+                break;
+            }
+            let measured = scheduled >= measure_from;
+            if measured
+                && budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_err()
+            {
+                break;
+            }
+            let op = match self.op {
+                Op::Mixed => match rng.random_range(0..100) {
+                    0..80 => Op::Get,
+                    80..95 => Op::Put,
+                    _ => Op::Create,
+                },
+                op => op,
+            };
+            let id = match self.ids.len() {
+                0 => "",
+                n => &self.ids[rng.random_range(0..n)],
+            };
+            self.one(&mut client, op, id, scheduled, measured, &mut stats)
+                .await;
+        }
+        stats
+    }
+
+    async fn one(
+        &self,
+        client: &mut SessionServiceClient<Channel>,
+        op: Op,
+        id: &str,
+        scheduled: Instant,
+        measured: bool,
+        stats: &mut Stats,
+    ) {
+        let outcome = match op {
+            Op::Get => client
+                .get(GetRequest {
+                    id: id.to_owned(),
+                    consistency: self.consistency as i32,
+                })
+                .await
+                .map(|_| "get"),
+            Op::Put => client
+                .put(PutRequest {
+                    id: id.to_owned(),
+                    set: HashMap::from([("attr0".to_owned(), self.value.clone())]),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| "put"),
+            Op::Create if self.op == Op::Mixed => {
+                // Create then Delete: the mix's sign-up and logout, the working set stays put.
+                let created = self.create(client).await;
+                let id = match created {
+                    Ok(id) => id,
+                    Err(status) => {
+                        stats.fail(status.code());
+                        return;
+                    }
+                };
+                if measured {
+                    stats.record("create", scheduled.elapsed());
+                }
+                let deleting = Instant::now();
+                client
+                    .delete(DeleteRequest { id })
+                    .await
+                    .map(|_| "delete")
+                    .map(|rpc| {
+                        if measured {
+                            stats.record(rpc, deleting.elapsed());
+                        }
+                    })
+                    .unwrap_or_else(|status| stats.fail(status.code()));
+                return;
+            }
+            Op::Create | Op::Mixed => self.create(client).await.map(|_| "create"),
+        };
+        match outcome {
+            Ok(rpc) if measured => stats.record(rpc, scheduled.elapsed()),
+            Ok(_) => {}
+            Err(status) => {
+                if measured {
+                    stats.fail(status.code());
+                }
+            }
+        }
+    }
+
+    async fn create(
+        &self,
+        client: &mut SessionServiceClient<Channel>,
+    ) -> Result<String, tonic::Status> {
+        let response = client
+            .create(CreateRequest {
+                attributes: self.attributes.clone(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(response
+            .into_inner()
+            .session
+            .map(|s| s.id)
+            .unwrap_or_default())
+    }
+}
