@@ -4,17 +4,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use valkey_sessions::{
-    gateway::{self, GatewayConfig},
+    gateway::{self, GatewayConfig, GatewayError},
     shutdown, telemetry,
 };
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = GatewayConfig::parse();
-    if let Err(e) = config.validate() {
-        eprintln!("todo-gateway: {e}");
-        return ExitCode::from(2);
-    }
     let traces = match telemetry::init_traces(config.log_format, "todo-gateway") {
         Ok(traces) => traces,
         Err(e) => {
@@ -24,6 +20,10 @@ async fn main() -> ExitCode {
     };
     let code = match gateway::run(config, shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ GatewayError::Config(_)) => {
+            eprintln!("todo-gateway: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = %e, "todo-gateway failed");
             ExitCode::FAILURE
