@@ -469,3 +469,43 @@ async fn logs_are_structured_json_when_asked_and_text_locally() {
         "SIGINT is a graceful stop too"
     );
 }
+
+/// Runs the `health-probe` binary against `addr` and returns whether it reported SERVING.
+fn probe(addr: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_health-probe"))
+        .args(["--addr", addr, "--timeout", "2s"])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn health_probe_binary_exits_zero_only_while_serving() {
+    let mut valkey = Valkey::standalone();
+    let service = Service::start(&valkey.url(), &[]);
+    let addr = format!("http://{}", service.addr);
+    let mut health = HealthClient::new(service.channel().await);
+    wait_status(&mut health, ServingStatus::Serving, Duration::from_secs(5)).await;
+    let (ok, stderr) = probe(&addr);
+    assert!(ok, "probe failed while SERVING: {stderr}");
+
+    valkey.kill();
+    wait_status(
+        &mut health,
+        ServingStatus::NotServing,
+        Duration::from_secs(5),
+    )
+    .await;
+    let (ok, stderr) = probe(&addr);
+    assert!(!ok, "probe passed while NOT_SERVING");
+    assert!(stderr.contains("NOT_SERVING"), "{stderr}");
+
+    drop(service);
+    let started = Instant::now();
+    let (ok, stderr) = probe(&addr);
+    assert!(!ok, "probe passed with nothing listening");
+    assert!(started.elapsed() < Duration::from_secs(3), "{stderr}");
+}
