@@ -1,0 +1,131 @@
+variable "name" {
+  description = "Name prefix of every resource (letters, digits and hyphens)."
+  type        = string
+  default     = "valkey-sessions"
+
+  validation {
+    # Load balancer and target group names are limited to 32 characters and get suffixes.
+    condition     = can(regex("^[a-z][a-z0-9-]{1,26}$", var.name))
+    error_message = "name must be 2-27 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "vpc_id" {
+  description = "VPC that holds the cache, the service and the load balancer."
+  type        = string
+}
+
+variable "private_subnet_ids" {
+  description = "Private subnets (at least two availability zones) for the cache, the tasks and the internal load balancer."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.private_subnet_ids) >= 2
+    error_message = "give at least two private subnets in different availability zones."
+  }
+}
+
+variable "client_cidr_blocks" {
+  description = "Networks allowed to call the gRPC endpoint (the load balancer's HTTPS port), e.g. the VPC CIDR of the web tier."
+  type        = list(string)
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate of the load balancer's HTTPS listener (ALB speaks gRPC over TLS only)."
+  type        = string
+}
+
+variable "container_image" {
+  description = "valkey-sessions image (built from infra/docker/Dockerfile), pinned by tag or digest."
+  type        = string
+}
+
+variable "valkey_major_engine_version" {
+  description = "Major Valkey version of the serverless cache."
+  type        = string
+  default     = "8"
+}
+
+variable "cache_max_data_storage_gb" {
+  description = "cache_usage_limits: most data the serverless cache may hold, in GB (a cost ceiling)."
+  type        = number
+  default     = 10
+}
+
+variable "cache_max_ecpu_per_second" {
+  description = "cache_usage_limits: most ElastiCache Processing Units per second (a cost ceiling)."
+  type        = number
+  default     = 50000
+}
+
+variable "snapshot_retention_limit" {
+  description = "Daily snapshots to keep (0 disables them; sessions survive a restore only as fresh as the snapshot)."
+  type        = number
+  default     = 7
+}
+
+variable "daily_snapshot_time" {
+  description = "UTC time (HH:MM) of the daily snapshot."
+  type        = string
+  default     = "04:00"
+}
+
+variable "kms_key_arn" {
+  description = "Customer managed KMS key for the cache, the logs and the ECS cluster's data; null creates one."
+  type        = string
+  default     = null
+}
+
+variable "desired_count" {
+  description = "Service tasks to run (spread across the subnets' zones)."
+  type        = number
+  default     = 2
+}
+
+variable "task_cpu" {
+  description = "Fargate CPU units per task."
+  type        = number
+  default     = 512
+}
+
+variable "task_memory" {
+  description = "Fargate memory per task, MiB."
+  type        = number
+  default     = 1024
+}
+
+variable "log_retention_days" {
+  description = "CloudWatch Logs retention of the service's logs."
+  type        = number
+  default     = 365
+}
+
+variable "extra_environment" {
+  description = "Further environment of the service container, e.g. VALKEY_SESSIONS_SESSIONS__DEFAULT_IDLE_TIMEOUT = \"1h\" (docs/configuration.md)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "enable_gateway" {
+  description = "Also run the todo gateway demo (HTTP 8080) as a second container of the task, reachable on the load balancer's port 8443."
+  type        = bool
+  default     = false
+}
+
+variable "access_logs_bucket" {
+  description = "Existing S3 bucket for the load balancer's access logs (null leaves them off)."
+  type        = string
+  default     = null
+}
+
+variable "deletion_protection" {
+  description = "Protect the load balancer from deletion (turn off before terraform destroy)."
+  type        = bool
+  default     = true
+}
+
+variable "tags" {
+  description = "Tags on every resource."
+  type        = map(string)
+  default     = {}
+}
