@@ -13,6 +13,7 @@ pub struct Args {
     pub addr: String,
 
     /// What to send: one RPC kind, or `mixed` (80% Get, 15% Put, 5% Create + Delete).
+    /// `delete` removes each working-set session once, so it measures at most `--sessions` requests.
     #[arg(long, value_enum, default_value = "get")]
     pub op: Op,
 
@@ -61,6 +62,11 @@ pub struct Args {
     #[arg(long)]
     pub requests: Option<u64>,
 
+    /// The service's process id: its CPU time during the measurement is reported per 1000 RPCs
+    /// (Linux /proc), next to the load generator's own.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -76,6 +82,8 @@ pub enum Op {
     Get,
     /// Only Put of one attribute.
     Put,
+    /// Delete of each working-set session once, in order; the run ends when all are gone.
+    Delete,
     /// 80% Get, 15% Put, 5% Create followed by Delete of the new session.
     Mixed,
 }
@@ -86,8 +94,8 @@ impl Args {
         if self.concurrency == 0 || self.connections == 0 {
             return Err("--concurrency and --connections must be at least 1".into());
         }
-        if self.sessions == 0 && matches!(self.op, Op::Get | Op::Put | Op::Mixed) {
-            return Err("--sessions must be at least 1 for get, put and mixed".into());
+        if self.sessions == 0 && matches!(self.op, Op::Get | Op::Put | Op::Delete | Op::Mixed) {
+            return Err("--sessions must be at least 1 for get, put, delete and mixed".into());
         }
         if self.rate == Some(0) {
             return Err("--rate must be positive".into());

@@ -1,6 +1,7 @@
 //! `session-bench`: the load generator of valkey-sessions. See `docs/benchmarks.md`.
 
 mod args;
+mod cpu;
 mod report;
 mod workload;
 
@@ -52,13 +53,29 @@ async fn run(args: &Args) -> Result<(), String> {
     let budget = Arc::new(AtomicU64::new(args.requests.unwrap_or(u64::MAX)));
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|task| {
-            tokio::spawn(
-                workload
-                    .clone()
-                    .worker(task, measure_from, end, pace, budget.clone()),
-            )
+            // Spread the workers over one pace interval: N workers starting together would send
+            // bursts of N requests, and the bursts' queueing would be measured as latency.
+            let phase = pace
+                .map(|pace| pace.mul_f64(task as f64 / args.concurrency as f64))
+                .unwrap_or_default();
+            tokio::spawn(workload.clone().worker(
+                task,
+                measure_from,
+                end,
+                pace,
+                phase,
+                budget.clone(),
+            ))
         })
         .collect();
+    // The CPU mark is taken when measuring starts, so population and warm-up are not counted.
+    let mark = {
+        let pid = args.server_pid;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from).await;
+            cpu::Mark::now(pid)
+        })
+    };
     let mut stats = Stats::new();
     for task in tasks {
         stats.merge(task.await.map_err(|e| format!("worker failed: {e}"))?);
@@ -67,7 +84,11 @@ async fn run(args: &Args) -> Result<(), String> {
         .min(end)
         .saturating_duration_since(measure_from);
 
-    let report = Report::new(args, &stats, measured);
+    let usage = mark
+        .await
+        .map_err(|e| format!("cpu sampler failed: {e}"))?
+        .since(args.server_pid);
+    let report = Report::new(args, &stats, measured, usage);
     print!("{}", report.text());
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report).expect("the report serialises");

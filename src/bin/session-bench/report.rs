@@ -13,6 +13,9 @@ pub struct Stats {
     pub latency: BTreeMap<&'static str, Histogram<u64>>,
     /// Failed requests per gRPC status code name.
     pub errors: BTreeMap<String, u64>,
+    /// With --rate: how late each request left against its schedule (the generator's own delay,
+    /// part of every latency above).
+    pub lag: Histogram<u64>,
 }
 
 impl Stats {
@@ -21,7 +24,14 @@ impl Stats {
         Self {
             latency: BTreeMap::new(),
             errors: BTreeMap::new(),
+            lag: new_histogram(),
         }
+    }
+
+    /// Records how late a paced request was sent.
+    pub fn record_lag(&mut self, lag: Duration) {
+        let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.lag.saturating_record(micros);
     }
 
     /// Records one successful request.
@@ -52,6 +62,9 @@ impl Stats {
         for (code, count) in other.errors {
             *self.errors.entry(code).or_default() += count;
         }
+        self.lag
+            .add(other.lag)
+            .expect("histograms share their bounds");
     }
 }
 
@@ -106,6 +119,14 @@ pub struct Report<'a> {
     pub rpcs: BTreeMap<&'static str, Summary>,
     /// Failed requests per status code.
     pub errors: BTreeMap<String, u64>,
+    /// With --rate: the generator's send delay against the schedule (included in the latencies).
+    pub schedule_lag: Option<Summary>,
+    /// CPU seconds of the service and the generator during the measurement.
+    pub cpu: crate::cpu::Usage,
+    /// Service CPU microseconds per successful RPC (with --server-pid).
+    pub server_cpu_us_per_rpc: Option<f64>,
+    /// Load generator CPU microseconds per successful RPC.
+    pub client_cpu_us_per_rpc: Option<f64>,
 }
 
 /// The options that shape the figures.
@@ -124,13 +145,25 @@ pub struct Params<'a> {
 
 impl<'a> Report<'a> {
     /// Summarises `stats` measured over `measured`.
-    pub fn new(args: &'a Args, stats: &Stats, measured: Duration) -> Self {
+    pub fn new(args: &'a Args, stats: &Stats, measured: Duration, cpu: crate::cpu::Usage) -> Self {
         let seconds = measured.as_secs_f64().max(1e-9);
         let mut total = new_histogram();
         for histogram in stats.latency.values() {
             total.add(histogram).expect("histograms share their bounds");
         }
+        let per_rpc = |seconds: Option<f64>| {
+            seconds
+                .filter(|_| !total.is_empty())
+                .map(|s| s * 1e6 / total.len() as f64)
+        };
         Self {
+            schedule_lag: args
+                .rate
+                .filter(|_| !stats.lag.is_empty())
+                .map(|_| Summary::of(&stats.lag, seconds)),
+            server_cpu_us_per_rpc: per_rpc(cpu.server_seconds),
+            client_cpu_us_per_rpc: per_rpc(cpu.client_seconds),
+            cpu,
             params: Params {
                 addr: &args.addr,
                 op: args.op,
@@ -187,6 +220,24 @@ impl<'a> Report<'a> {
                 .map(|(c, n)| format!("{c}={n}"))
                 .collect();
             out += &format!("errors: {}\n", list.join(" "));
+        }
+        if let Some(lag) = &self.schedule_lag {
+            out += &format!(
+                "generator send delay vs schedule (included above): p50 {:.3} p99 {:.3} ms\n",
+                ms(lag.p50_us),
+                ms(lag.p99_us)
+            );
+        }
+        let cpu = |label: &str, us: Option<f64>| us.map(|us| format!("{label} CPU {us:.1} us/rpc"));
+        let lines: Vec<String> = [
+            cpu("service", self.server_cpu_us_per_rpc),
+            cpu("generator", self.client_cpu_us_per_rpc),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !lines.is_empty() {
+            out += &format!("{}\n", lines.join(", "));
         }
         out
     }

@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -31,6 +31,8 @@ pub struct Workload {
     value: Vec<u8>,
     op: Op,
     consistency: Consistency,
+    /// Next working-set session `--op delete` removes.
+    deleted: AtomicUsize,
 }
 
 /// Opens `connections` HTTP/2 connections to the service.
@@ -91,6 +93,7 @@ impl Workload {
             } else {
                 Consistency::Eventual
             },
+            deleted: AtomicUsize::new(0),
         })
     }
 
@@ -101,19 +104,21 @@ impl Workload {
 
     /// One worker: sends requests until `end` (or the shared budget runs out) and records those
     /// scheduled after `measure_from`. With `pace`, requests are scheduled at fixed intervals and
-    /// latency counts from the scheduled time.
+    /// latency counts from the scheduled time; `phase` offsets this worker's schedule so the
+    /// workers' requests interleave instead of all leaving at the same instants.
     pub async fn worker(
         self: Arc<Self>,
         task: usize,
         measure_from: Instant,
         end: Instant,
         pace: Option<Duration>,
+        phase: Duration,
         budget: Arc<AtomicU64>,
     ) -> Stats {
         let mut client = self.clients[task % self.clients.len()].clone();
         let mut rng = SmallRng::seed_from_u64(0x5e55_1035 ^ task as u64);
         let mut stats = Stats::new();
-        let mut next = Instant::now();
+        let mut next = Instant::now() + phase;
         loop {
             let scheduled = match pace {
                 Some(pace) => {
@@ -142,10 +147,17 @@ impl Workload {
                 },
                 op => op,
             };
-            let id = match self.ids.len() {
-                0 => "",
-                n => &self.ids[rng.random_range(0..n)],
+            let id = match (op, self.ids.len()) {
+                (_, 0) => "",
+                (Op::Delete, n) => match self.deleted.fetch_add(1, Ordering::Relaxed) {
+                    next if next < n => &self.ids[next],
+                    _ => break,
+                },
+                (_, n) => &self.ids[rng.random_range(0..n)],
             };
+            if measured && pace.is_some() {
+                stats.record_lag(scheduled.elapsed());
+            }
             self.one(&mut client, op, id, scheduled, measured, &mut stats)
                 .await;
         }
@@ -177,6 +189,10 @@ impl Workload {
                 })
                 .await
                 .map(|_| "put"),
+            Op::Delete => client
+                .delete(DeleteRequest { id: id.to_owned() })
+                .await
+                .map(|_| "delete"),
             Op::Create if self.op == Op::Mixed => {
                 // Create then Delete: the mix's sign-up and logout, the working set stays put.
                 let created = self.create(client).await;
