@@ -64,7 +64,40 @@ async fn eventual_reads_hit_replicas_and_strong_reads_hit_primaries(shape: Shape
     let service = d.start_service(&[]);
     let mut c = service.client().await;
     let ids = create_n(&mut c, 100, "").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Steady state first: replication of the new keys and the service's view of the replicas
+    // can lag on a loaded machine; a replica miss is then (correctly) answered by the primary.
+    let replicated = || {
+        (0..d.replicas.len())
+            .map(|i| {
+                d.replica(i)
+                    .cli(&["DBSIZE"])
+                    .trim()
+                    .parse::<usize>()
+                    .unwrap_or(0)
+            })
+            .sum::<usize>()
+            >= ids.len()
+    };
+    wait_until(
+        "the replicas hold every session",
+        Duration::from_secs(10),
+        replicated,
+    );
+    let settled = Instant::now();
+    loop {
+        let before = replica_gets(&d);
+        for id in &ids {
+            get(&mut c, id, Consistency::Eventual).await.unwrap();
+        }
+        if replica_gets(&d) - before == ids.len() as u64 {
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(10),
+            "eventual Gets never all reached replicas"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let (r0, p0) = (replica_gets(&d), primary_gets(&d));
     for id in ids.iter().cycle().take(300) {
