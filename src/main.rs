@@ -8,6 +8,10 @@ use valkey_sessions::{
     server, shutdown, telemetry,
 };
 
+/// mimalloc: fewer cycles per request than glibc malloc (docs/benchmarks.md, optimisations).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

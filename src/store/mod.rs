@@ -97,7 +97,7 @@ impl SessionStore {
     }
 
     /// Stores a new session; fails only if the id is taken (a CSPRNG collision, never in practice).
-    #[tracing::instrument(name = "valkey.create", skip_all, fields(session = %session.id.fingerprint()))]
+    #[tracing::instrument(level = "debug", name = "valkey.create", skip_all, fields(session = %session.id.fingerprint()))]
     pub async fn create(&self, session: &Session) -> Result<bool, Error> {
         let key = self.keys.session(&session.id);
         let blob = Bytes::from(codec::encode(session));
@@ -118,7 +118,7 @@ impl SessionStore {
 
     /// Reads a session. `strong` forces the primary; otherwise replicas serve it where
     /// configured, and a replica miss or error falls back to the primary (read-your-writes).
-    #[tracing::instrument(name = "valkey.get", skip_all, fields(session = %id.fingerprint()))]
+    #[tracing::instrument(level = "debug", name = "valkey.get", skip_all, fields(session = %id.fingerprint()))]
     pub async fn get(
         &self,
         id: &SessionId,
@@ -155,7 +155,7 @@ impl SessionStore {
     }
 
     /// Applies a delta atomically with one script call.
-    #[tracing::instrument(name = "valkey.put", skip_all, fields(session = %id.fingerprint()))]
+    #[tracing::instrument(level = "debug", name = "valkey.put", skip_all, fields(session = %id.fingerprint()))]
     pub async fn put(&self, id: &SessionId, delta: Delta) -> Result<Session, Error> {
         let key = self.keys.session(id);
         let mut args: Vec<Value> = Vec::with_capacity(7 + 2 * delta.set.len() + delta.remove.len());
@@ -210,7 +210,7 @@ impl SessionStore {
     pub fn touch_in_background(&self, id: &SessionId) {
         let store = self.clone();
         let key = self.keys.session(id);
-        let span = tracing::info_span!("valkey.touch", session = %id.fingerprint());
+        let span = tracing::debug_span!("valkey.touch", session = %id.fingerprint());
         tokio::spawn(
             async move {
                 let result: Result<i64, _> = timed(
@@ -237,7 +237,7 @@ impl SessionStore {
     }
 
     /// Deletes a session; returns whether it existed.
-    #[tracing::instrument(name = "valkey.delete", skip_all, fields(session = %id.fingerprint()))]
+    #[tracing::instrument(level = "debug", name = "valkey.delete", skip_all, fields(session = %id.fingerprint()))]
     pub async fn delete(&self, id: &SessionId) -> Result<bool, Error> {
         let removed: i64 = timed("del", self.pool.next().del(self.keys.session(id))).await?;
         Ok(removed > 0)
@@ -248,7 +248,7 @@ impl SessionStore {
     /// be one atomic command; the order means a failure part-way leaves the old id alive (until
     /// it expires or is deleted), never loses the session, and a write that raced the rotation
     /// is never dropped: the new key is discarded and the caller gets ABORTED.
-    #[tracing::instrument(name = "valkey.rotate", skip_all, fields(session = %old.fingerprint()))]
+    #[tracing::instrument(level = "debug", name = "valkey.rotate", skip_all, fields(session = %old.fingerprint()))]
     pub async fn rotate(
         &self,
         old: &SessionId,
