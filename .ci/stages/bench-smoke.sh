@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Issue 7: the benchmark script runs end to end (standalone and the serverless-shaped TLS pair),
+# with no RPC error and exactly one Valkey round trip per Create, Get, Put and Delete. Short
+# runs on the debug binaries the tests built: this checks the instrument, not the figures.
+set -euo pipefail
+python3 -m unittest bench/test_run.py
+BENCH_PROFILE=debug exec bash bench/run.sh --quick --no-doc --check
