@@ -102,53 +102,14 @@ resource "aws_flow_log" "this" {
   iam_role_arn         = aws_iam_role.flow[0].arn
 }
 
-resource "aws_kms_key" "flow" {
-  count                   = local.create_vpc ? 1 : 0
-  description             = "${var.name}: VPC flow logs"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy                  = data.aws_iam_policy_document.flow_kms[0].json
-}
-
 data "aws_caller_identity" "current" {}
 
-data "aws_iam_policy_document" "flow_kms" {
-  count = local.create_vpc ? 1 : 0
-
-  #checkov:skip=CKV_AWS_109:A key policy's "*" resource is the key itself; the account delegates to IAM.
-  #checkov:skip=CKV_AWS_111:A key policy's "*" resource is the key itself; the account delegates to IAM.
-  #checkov:skip=CKV_AWS_356:A key policy's "*" resource is the key itself.
-  statement {
-    sid       = "AccountAdministersThroughIam"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
-
-  statement {
-    sid       = "CloudWatchLogsEncryptsFlowLogs"
-    actions   = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-    resources = ["*"]
-    principals {
-      type        = "Service"
-      identifiers = ["logs.${var.region}.amazonaws.com"]
-    }
-    condition {
-      test     = "ArnLike"
-      variable = "kms:EncryptionContext:aws:logs:arn"
-      values   = ["arn:aws:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:/${var.name}/vpc-flow-logs"]
-    }
-  }
-}
-
+# Encrypted with the module's key, whose policy lets CloudWatch Logs use it for /<name>/* groups.
 resource "aws_cloudwatch_log_group" "flow" {
   count             = local.create_vpc ? 1 : 0
   name              = "/${var.name}/vpc-flow-logs"
   retention_in_days = 365
-  kms_key_id        = aws_kms_key.flow[0].arn
+  kms_key_id        = module.valkey_sessions.kms_key_arn
 }
 
 data "aws_iam_policy_document" "flow_assume" {

@@ -37,3 +37,8 @@ output "log_group_name" {
   description = "CloudWatch log group of the containers."
   value       = aws_cloudwatch_log_group.service.name
 }
+
+output "kms_key_arn" {
+  description = "KMS key of the cache and the logs; CloudWatch Logs may use it for log groups named /<name>/*."
+  value       = local.kms_key_arn
+}
