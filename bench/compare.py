@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Before/after table of two bench/run.py results files (markdown on stdout).
+"""Before/after table of bench/run.py results files, one column each (markdown on stdout).
 
-    bench/compare.py docs/bench/before.json docs/bench/after.json
+    bench/compare.py docs/bench/before.json docs/bench/after-allocator-and-spans.json docs/bench/final.json
 """
 
 import json
@@ -23,16 +23,15 @@ ROWS = [
 
 
 def main():
-    before, after = (json.load(open(path)) for path in sys.argv[1:3])
-    print("| standalone | before | after |")
-    print("|---|---:|---:|")
-    for label, get, fmt in ROWS:
-        print(f"| {label} | {fmt.format(get(before['standalone']))} | {fmt.format(get(after['standalone']))} |")
-    print()
-    print("| serverless-shaped TLS pair | before | after |")
-    print("|---|---:|---:|")
-    for label, get, fmt in ROWS:
-        print(f"| {label} | {fmt.format(get(before['serverless']))} | {fmt.format(get(after['serverless']))} |")
+    paths = sys.argv[1:]
+    runs = [json.load(open(path)) for path in paths]
+    names = [path.rsplit("/", 1)[-1].removesuffix(".json") for path in paths]
+    for topology, title in (("standalone", "standalone"), ("serverless", "serverless-shaped TLS pair")):
+        print(f"| {title} | " + " | ".join(names) + " |")
+        print("|---|" + "---:|" * len(runs))
+        for label, get, fmt in ROWS:
+            print(f"| {label} | " + " | ".join(fmt.format(get(r[topology])) for r in runs) + " |")
+        print()
 
 
 if __name__ == "__main__":
