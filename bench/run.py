@@ -228,7 +228,7 @@ class Runner:
             f"errors {report['errors'] or 'none'}")
         return report
 
-    def load(self, op, **flags):
+    def load(self, **flags):
         """The closed-loop flags shared by every throughput run."""
         o = self.options
         return dict(concurrency=o.concurrency, connections=o.connections, duration=o.duration,
@@ -300,10 +300,10 @@ class Runner:
             result = {"valkey_url": valkey.url, "session_bytes": size,
                       "reference": self.valkey_benchmark(valkey, size), "rpcs": {}}
             for op in RPC_OPS:
-                result["rpcs"][op] = self.bench(service, op, **self.load(op))
+                result["rpcs"][op] = self.bench(service, op, **self.load())
             peak = result["rpcs"]["get"]["total"]["rps"]
             half = max(1, int(peak / 2))
-            result["half_peak_get"] = self.bench(service, "get", **self.load("get", rate=half))
+            result["half_peak_get"] = self.bench(service, "get", **self.load(rate=half))
             result["counts"] = {op: self.count(valkey, service, op) for op in COUNTED_OPS}
             result["peak_rss_kib"] = service.peak_rss_kib()
             return result
