@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::HashSet;
 
-use support::{Deployment, Service, Shape, attrs};
+use support::{Deployment, Service, Shape, attrs, create, secs};
 use tonic::Code;
 use tonic_types::StatusExt;
 use valkey_sessions::proto::{
@@ -50,17 +50,15 @@ async fn create_get_put_delete_round_trip(shape: Shape) {
     let (_deployment, service) = start(shape);
     let mut c = service.client().await;
 
-    let created = c
-        .create(CreateRequest {
+    let created = create(
+        &mut c,
+        CreateRequest {
             attributes: attrs(&[("user", "ada"), ("cart", "3 items")]),
             principal: "ada@example.com".into(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(created.version, 1);
     assert_eq!(created.principal, "ada@example.com");
     assert_eq!(
@@ -171,14 +169,7 @@ async fn create_get_put_delete_round_trip(shape: Shape) {
 async fn stale_expected_version_is_aborted_with_the_current_version(shape: Shape) {
     let (_deployment, service) = start(shape);
     let mut c = service.client().await;
-    let id = c
-        .create(CreateRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .id;
+    let id = create(&mut c, CreateRequest::default()).await.id;
 
     let v2 = c
         .put(PutRequest {
@@ -326,17 +317,15 @@ async fn concurrent_puts_with_expected_version_lose_nothing(shape: Shape) {
 async fn put_applies_a_delta(shape: Shape) {
     let (_deployment, service) = start(shape);
     let mut c = service.client().await;
-    let id = c
-        .create(CreateRequest {
+    let id = create(
+        &mut c,
+        CreateRequest {
             attributes: attrs(&[("a", "1"), ("b", "2")]),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .id;
+        },
+    )
+    .await
+    .id;
 
     let s = c
         .put(PutRequest {
@@ -409,14 +398,7 @@ async fn put_applies_a_delta(shape: Shape) {
 async fn malformed_ids_are_invalid_and_unknown_ids_are_not_found(shape: Shape) {
     let (deployment, service) = start(shape);
     let mut c = service.client().await;
-    let good = c
-        .create(CreateRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .id;
+    let good = create(&mut c, CreateRequest::default()).await.id;
     let gets_before = deployment.calls("get");
 
     let malformed = [
@@ -495,14 +477,7 @@ async fn ids_are_unique_well_formed_and_each_session_is_one_tagged_key(shape: Sh
     let mut c = service.client().await;
     let mut ids = HashSet::new();
     for _ in 0..200 {
-        let id = c
-            .create(CreateRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .session
-            .unwrap()
-            .id;
+        let id = create(&mut c, CreateRequest::default()).await.id;
         assert_eq!(id.len(), 43, "{id}");
         assert!(
             id.bytes()
@@ -656,14 +631,7 @@ async fn limits_are_enforced_with_messages_naming_them(shape: Shape) {
     assert_eq!(ok.into_inner().session.unwrap().version, 2);
 
     // Puts that push the count over the limit.
-    let small = c
-        .create(CreateRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .id;
+    let small = create(&mut c, CreateRequest::default()).await.id;
     let half: std::collections::HashMap<String, Vec<u8>> =
         (0..600).map(|i| (format!("x{i}"), vec![])).collect();
     c.put(PutRequest {
@@ -717,23 +685,15 @@ async fn timeouts_are_validated(shape: Shape) {
         assert_eq!(e.code(), Code::InvalidArgument, "idle {idle} abs {abs}");
         assert!(e.message().contains("timeout"), "{}", e.message());
     }
-    let s = c
-        .create(CreateRequest {
-            idle_timeout: Some(prost_types::Duration {
-                seconds: 600,
-                nanos: 0,
-            }),
-            absolute_timeout: Some(prost_types::Duration {
-                seconds: 60,
-                nanos: 0,
-            }),
+    let s = create(
+        &mut c,
+        CreateRequest {
+            idle_timeout: secs(600),
+            absolute_timeout: secs(60),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+        },
+    )
+    .await;
     let created = s.created_at.unwrap().seconds;
     assert_eq!(s.absolute_expires_at.unwrap().seconds, created + 60);
     assert_eq!(
@@ -746,29 +706,21 @@ async fn timeouts_are_validated(shape: Shape) {
 async fn put_can_change_the_idle_timeout_and_the_principal(shape: Shape) {
     let (_deployment, service) = start(shape);
     let mut c = service.client().await;
-    let s = c
-        .create(CreateRequest {
-            absolute_timeout: Some(prost_types::Duration {
-                seconds: 7200,
-                nanos: 0,
-            }),
+    let s = create(
+        &mut c,
+        CreateRequest {
+            absolute_timeout: secs(7200),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(s.principal, "");
 
     let login = c
         .put(PutRequest {
             id: s.id.clone(),
             principal: Some("ada@example.com".into()),
-            idle_timeout: Some(prost_types::Duration {
-                seconds: 3600,
-                nanos: 0,
-            }),
+            idle_timeout: secs(3600),
             set: attrs(&[("role", "admin")]),
             ..Default::default()
         })
@@ -802,10 +754,7 @@ async fn put_can_change_the_idle_timeout_and_the_principal(shape: Shape) {
     let capped = c
         .put(PutRequest {
             id: s.id.clone(),
-            idle_timeout: Some(prost_types::Duration {
-                seconds: 20 * 3600,
-                nanos: 0,
-            }),
+            idle_timeout: secs(20 * 3600),
             principal: Some(String::new()),
             ..Default::default()
         })
@@ -824,10 +773,7 @@ async fn put_can_change_the_idle_timeout_and_the_principal(shape: Shape) {
         let e = c
             .put(PutRequest {
                 id: s.id.clone(),
-                idle_timeout: Some(prost_types::Duration {
-                    seconds: idle,
-                    nanos: 0,
-                }),
+                idle_timeout: secs(idle),
                 principal,
                 ..Default::default()
             })
@@ -840,21 +786,16 @@ async fn put_can_change_the_idle_timeout_and_the_principal(shape: Shape) {
 async fn rotate_moves_the_session_to_a_new_id_and_ends_the_old_one(shape: Shape) {
     let (_deployment, service) = start(shape);
     let mut c = service.client().await;
-    let created = c
-        .create(CreateRequest {
+    let created = create(
+        &mut c,
+        CreateRequest {
             attributes: attrs(&[("cart", "3 items")]),
             principal: "ada".into(),
-            absolute_timeout: Some(prost_types::Duration {
-                seconds: 3600,
-                nanos: 0,
-            }),
+            absolute_timeout: secs(3600),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+        },
+    )
+    .await;
     let rotate = |id: &str, expected_version| RotateRequest {
         id: id.to_owned(),
         expected_version,
@@ -940,14 +881,7 @@ async fn puts_racing_a_rotation_are_never_lost() {
     let mut c = service.client().await;
     let (mut aborted, mut rotated) = (0, 0);
     for round in 0..20 {
-        let id = c
-            .create(CreateRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .session
-            .unwrap()
-            .id;
+        let id = create(&mut c, CreateRequest::default()).await.id;
         let puts = (0..8).map(|i| {
             let mut c = c.clone();
             let id = id.clone();

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Deployment, Shape, attrs, wait_until};
+use support::{Deployment, Shape, attrs, create, wait_until};
 use tonic::{Code, transport::Channel};
 use valkey_sessions::{
     SessionServiceClient,
@@ -22,17 +22,15 @@ type Client = SessionServiceClient<Channel>;
 async fn create_n(c: &mut Client, n: usize, principal: &str) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
-        let s = c
-            .create(CreateRequest {
+        let s = create(
+            c,
+            CreateRequest {
                 attributes: attrs(&[("n", &i.to_string())]),
                 principal: principal.into(),
                 ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .session
-            .unwrap();
+            },
+        )
+        .await;
         ids.push(s.id);
     }
     ids
@@ -165,14 +163,7 @@ async fn reads_right_after_writes_are_never_not_found_even_when_the_replica_lags
     for _ in 0..100 {
         let mut c = c.clone();
         tasks.push(tokio::spawn(async move {
-            let id = c
-                .create(CreateRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .session
-                .unwrap()
-                .id;
+            let id = create(&mut c, CreateRequest::default()).await.id;
             get(&mut c, &id, Consistency::Eventual)
                 .await
                 .expect("read-your-writes")

@@ -4,13 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Service, Valkey};
+use support::{Service, Valkey, create, secs};
 use tonic::Code;
 use valkey_sessions::proto::{CreateRequest, DeleteRequest, GetRequest, PutRequest};
-
-fn secs(seconds: i64) -> Option<prost_types::Duration> {
-    Some(prost_types::Duration { seconds, nanos: 0 })
-}
 
 fn ms(t: &prost_types::Timestamp) -> i64 {
     t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
@@ -21,16 +17,14 @@ async fn gets_keep_a_session_alive_without_a_write_per_get() {
     let valkey = Valkey::standalone();
     let service = Service::start(&valkey.url(), &[]);
     let mut c = service.client().await;
-    let s = c
-        .create(CreateRequest {
+    let s = create(
+        &mut c,
+        CreateRequest {
             idle_timeout: secs(2),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+        },
+    )
+    .await;
     let first_expiry = ms(s.expires_at.as_ref().unwrap());
 
     // First half of the idle window: reads do not write.
@@ -101,16 +95,14 @@ async fn puts_refresh_the_expiry() {
     let valkey = Valkey::standalone();
     let service = Service::start(&valkey.url(), &[]);
     let mut c = service.client().await;
-    let s = c
-        .create(CreateRequest {
+    let s = create(
+        &mut c,
+        CreateRequest {
             idle_timeout: secs(1),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+        },
+    )
+    .await;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let put = c
@@ -133,17 +125,15 @@ async fn the_absolute_cap_beats_activity() {
     let valkey = Valkey::standalone();
     let service = Service::start(&valkey.url(), &[]);
     let mut c = service.client().await;
-    let s = c
-        .create(CreateRequest {
+    let s = create(
+        &mut c,
+        CreateRequest {
             idle_timeout: secs(2),
             absolute_timeout: secs(3),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+        },
+    )
+    .await;
     let cap = ms(s.absolute_expires_at.as_ref().unwrap());
     let mut alive = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(4000);

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Service, Valkey, otlp, otlp::hex};
+use support::{Service, Valkey, create, otlp, otlp::hex};
 use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 use tonic_health::pb::{
@@ -188,14 +188,7 @@ async fn metrics_count_requests_latency_valkey_commands_and_connections() {
     let valkey = Valkey::standalone();
     let service = Service::start(&valkey.url(), &[]);
     let mut c = service.client().await;
-    let id = c
-        .create(CreateRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .id;
+    let id = create(&mut c, CreateRequest::default()).await.id;
     for _ in 0..3 {
         c.get(GetRequest {
             id: id.clone(),
@@ -239,14 +232,7 @@ async fn traces_continue_the_callers_trace_and_never_carry_session_ids() {
         ],
     );
     let mut c = service.client().await;
-    let id = c
-        .create(CreateRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .id;
+    let id = create(&mut c, CreateRequest::default()).await.id;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_span = "00f067aa0ba902b7";
@@ -309,14 +295,7 @@ async fn sigterm_turns_health_off_finishes_in_flight_requests_and_exits_zero() {
     let mut c = service.client().await;
     let mut health = HealthClient::new(service.channel().await);
     wait_status(&mut health, ServingStatus::Serving, Duration::from_secs(5)).await;
-    let id = c
-        .create(CreateRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .id;
+    let id = create(&mut c, CreateRequest::default()).await.id;
     let mut watch = health
         .watch(HealthCheckRequest {
             service: SERVICE.into(),

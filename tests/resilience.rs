@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Service, Valkey, attrs};
+use support::{Service, Valkey, attrs, create};
 use tonic::Code;
 use valkey_sessions::proto::{CreateRequest, DeleteRequest, GetRequest, PutRequest};
 
@@ -16,14 +16,7 @@ async fn valkey_down_is_unavailable_fast_and_recovers_without_restart() {
     let mut valkey = Valkey::standalone();
     let service = Service::start(&valkey.url(), &[]);
     let mut c = service.client().await;
-    let id = c
-        .create(CreateRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .id;
+    let id = create(&mut c, CreateRequest::default()).await.id;
 
     valkey.kill();
     for _ in 0..3 {
@@ -114,17 +107,15 @@ async fn session_ids_never_reach_the_logs() {
     let mut c = service.client().await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let s = c
-            .create(CreateRequest {
+        let s = create(
+            &mut c,
+            CreateRequest {
                 attributes: attrs(&[("k", "v")]),
                 principal: "p".into(),
                 ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .session
-            .unwrap();
+            },
+        )
+        .await;
         c.get(GetRequest {
             id: s.id.clone(),
             consistency: 0,

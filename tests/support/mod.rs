@@ -417,6 +417,25 @@ pub fn strip_ansi(line: &str) -> String {
     out
 }
 
+/// Creates a session through `client`; the test fails if the service refuses.
+pub async fn create(
+    client: &mut SessionServiceClient<Channel>,
+    request: valkey_sessions::proto::CreateRequest,
+) -> valkey_sessions::proto::Session {
+    client
+        .create(request)
+        .await
+        .expect("Create succeeds")
+        .into_inner()
+        .session
+        .expect("Create returns the session")
+}
+
+/// A protobuf duration of whole seconds, as the request messages take it.
+pub fn secs(seconds: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration { seconds, nanos: 0 })
+}
+
 /// Attributes from string pairs.
 pub fn attrs(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, Vec<u8>> {
     pairs
