@@ -30,19 +30,15 @@ impl Stats {
 
     /// Records how late a paced request was sent.
     pub fn record_lag(&mut self, lag: Duration) {
-        let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX).max(1);
-        self.lag.saturating_record(micros);
+        self.lag.saturating_record(micros(lag));
     }
 
     /// Records one successful request.
     pub fn record(&mut self, rpc: &'static str, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
         self.latency
             .entry(rpc)
             .or_insert_with(new_histogram)
-            .saturating_record(micros);
+            .saturating_record(micros(latency));
     }
 
     /// Records one failed request.
@@ -66,6 +62,13 @@ impl Stats {
             .add(other.lag)
             .expect("histograms share their bounds");
     }
+}
+
+/// A duration as histogram microseconds (at least 1: the histogram's lowest value).
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 fn new_histogram() -> Histogram<u64> {
