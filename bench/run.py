@@ -19,6 +19,7 @@ not exactly one Valkey round trip.
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -39,6 +40,8 @@ VALKEY_SH = ROOT / "infra" / "local" / "valkey.sh"
 BACKGROUND = re.compile(r"^(info|client|ping|cluster|readonly|hello|command|config|memory|scan|strlen|select|replconf|monitor|script)$")
 RPC_OPS = ("get", "put", "create", "mixed")
 COUNTED_OPS = ("create", "get", "put", "delete")
+# The session every figure is about: 5 attributes of 100 bytes (issue 7), for both layouts.
+SESSION = {"value_size": 100, "attributes": 5}
 
 
 def log(message):
@@ -232,7 +235,7 @@ class Runner:
         """The closed-loop flags shared by every throughput run."""
         o = self.options
         return dict(concurrency=o.concurrency, connections=o.connections, duration=o.duration,
-                    warmup=o.warmup, sessions=o.sessions, value_size=100, attributes=5, **flags)
+                    warmup=o.warmup, sessions=o.sessions, **SESSION, **flags)
 
     def valkey_benchmark(self, valkey, size):
         args = ["valkey-benchmark", "-h", "127.0.0.1", "-p", str(valkey.port), "-c",
@@ -253,7 +256,7 @@ class Runner:
     def session_size(self, valkey, service):
         """Bytes of one stored session of 5 x 100 B (the reference's value size)."""
         self.bench(service, "create", sessions=0, requests=1, warmup="0s", duration="5s",
-                   concurrency=1, connections=1, value_size=100, attributes=5)
+                   concurrency=1, connections=1, **SESSION)
         primary = valkey.port
         cursor, keys = "0", []
         while not keys:
@@ -273,7 +276,7 @@ class Runner:
             with Monitor(valkey, self.workdir) as monitor:
                 report = self.bench(service, op, sessions=sessions, requests=requests,
                                     warmup="0s", duration="60s", concurrency=16, connections=2,
-                                    value_size=100, attributes=5)
+                                    **SESSION)
             samples.append((report, monitor.counts()))
         (r1, (trips1, c1)), (r2, (trips2, c2)) = samples
         extra = r2["total"]["requests"] - r1["total"]["requests"]
@@ -290,12 +293,22 @@ class Runner:
             "errors": {**r1["errors"], **r2["errors"]},
         }
 
-    def topology(self, name):
-        log(f"--- {name}")
-        valkey = Valkey(name, self.workdir)
+    @contextlib.contextmanager
+    def running(self, topology):
+        """A Valkey topology and the service against it, both stopped afterwards."""
+        valkey = Valkey(topology, self.workdir)
         service = None
         try:
             service = Service(self.binaries, valkey, self.workdir)
+            yield valkey, service
+        finally:
+            if service:
+                service.stop()
+            valkey.stop()
+
+    def topology(self, name):
+        log(f"--- {name}")
+        with self.running(name) as (valkey, service):
             size = self.session_size(valkey, service)
             result = {"valkey_url": valkey.url, "session_bytes": size,
                       "reference": self.valkey_benchmark(valkey, size), "rpcs": {}}
@@ -307,18 +320,11 @@ class Runner:
             result["counts"] = {op: self.count(valkey, service, op) for op in COUNTED_OPS}
             result["peak_rss_kib"] = service.peak_rss_kib()
             return result
-        finally:
-            if service:
-                service.stop()
-            valkey.stop()
 
     def memory(self):
         log("--- memory per session")
         n = self.options.memory_sessions
-        valkey = Valkey("standalone", self.workdir)
-        service = None
-        try:
-            service = Service(self.binaries, valkey, self.workdir)
+        with self.running("standalone") as (valkey, service):
             port = valkey.port
 
             def used():
@@ -326,15 +332,17 @@ class Runner:
 
             base = used()
             self.run([str(self.binaries / "session-bench"), "--addr", service.addr,
-                      "--populate-only", "--sessions", str(n), "--value-size", "100",
-                      "--attributes", "5"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                      "--populate-only", "--sessions", str(n),
+                      "--value-size", str(SESSION["value_size"]),
+                      "--attributes", str(SESSION["attributes"])],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             ours_total = used() - base
             key = valkey.cli(port, "RANDOMKEY").strip()
             ours_sample = int(valkey.cli(port, "MEMORY", "USAGE", key).strip())
 
             valkey.cli(port, "FLUSHALL", "SYNC")
             base = used()
-            spring = spring_layout(n, attributes=5, value_size=100)
+            spring = spring_layout(n, **SESSION)
             self.commands.append(f"valkey-cli -p {port} --pipe < (Spring layout, {n} sessions)")
             subprocess.run(valkey.cli_args(port) + ["--pipe"], input=spring, check=True,
                            capture_output=True)
@@ -354,10 +362,6 @@ class Runner:
                 "spring_hash_encoding": encoding,
                 "ratio": ours_total / spring_total,
             }
-        finally:
-            if service:
-                service.stop()
-            valkey.stop()
 
 
 def java_long(value):
