@@ -135,8 +135,7 @@ resource "aws_vpc_security_group_ingress_rule" "cache_from_anywhere" {
         found = resources(parse_dir(MODULE))
         group = found[("aws_lb_target_group", "grpc")]
         self.assertEqual(group["protocol_version"], "GRPC")
-        check = unwrap(group["health_check"])
-        check = {k: unwrap(v) for k, v in (check[0] if isinstance(check, list) else check).items()}
+        check = {k: unwrap(v) for k, v in group["health_check"][0].items()}
         self.assertEqual(check["path"], "/grpc.health.v1.Health/Check")
         self.assertEqual(check["matcher"], "0")
         self.assertEqual(found[("aws_lb", "this")]["internal"], True)
