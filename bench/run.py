@@ -175,7 +175,8 @@ class Service:
             "RUST_LOG": "info",
         }
         if valkey.tls:
-            env.update(VALKEY_SESSIONS_PROFILE="cloud", VALKEY_CA_FILE=valkey.ca)
+            env.update(VALKEY_SESSIONS_PROFILE="cloud", VALKEY_CA_FILE=valkey.ca,
+                       VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK="true")
         self.log = open(workdir / f"service-{valkey.topology}.log", "w")
         self.process = subprocess.Popen([str(binaries / "valkey-sessions")], env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT)

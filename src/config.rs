@@ -1,7 +1,7 @@
 //! Typed configuration: profile defaults, then an optional TOML file, then environment and flags;
 //! validated once at start-up with errors that name the offending key.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 use figment::{
@@ -92,6 +92,24 @@ pub struct Cli {
     /// Log format [default: text in local, json in cloud]; the level comes from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// PEM certificate chain served on the gRPC port (turns TLS on; re-read when it changes).
+    #[arg(long, env = "GRPC_TLS_CERT_FILE")]
+    pub grpc_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "GRPC_TLS_KEY_FILE")]
+    pub grpc_tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates for mutual TLS: clients without a certificate from them are refused.
+    #[arg(long, env = "GRPC_TLS_CLIENT_CA_FILE")]
+    pub grpc_tls_client_ca_file: Option<PathBuf>,
+    /// TOML file of bearer-token hashes (`[[token]] identity = "...", sha256 = "<hex>"`).
+    #[arg(long, env = "GRPC_AUTH_TOKENS_FILE")]
+    pub grpc_auth_tokens_file: Option<PathBuf>,
+    /// Valkey ACL user name (also the IAM user id with `valkey.auth = "iam"`).
+    #[arg(long, env = "VALKEY_USERNAME")]
+    pub valkey_username: Option<String>,
+    /// File holding the Valkey password, re-read for every new connection.
+    #[arg(long, env = "VALKEY_PASSWORD_FILE")]
+    pub valkey_password_file: Option<PathBuf>,
 }
 
 /// The whole configuration.
@@ -112,6 +130,10 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: LogConfig,
+    /// Caller authentication and authorisation.
+    pub auth: AuthConfig,
+    /// Tenants by name: each has its own key prefix and may override `limits` and `sessions`.
+    pub tenants: BTreeMap<String, TenantConfig>,
 }
 
 /// gRPC server settings.
@@ -128,6 +150,79 @@ pub struct GrpcConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Serve gRPC server reflection (on in `local`, off by default in `cloud`).
+    pub reflection: bool,
+    /// Declares the network trusted: lets the `cloud` profile run without TLS and without caller
+    /// authentication. Logged loudly at start-up.
+    pub trusted_network: bool,
+    /// TLS on the gRPC port.
+    pub tls: GrpcTlsConfig,
+}
+
+/// TLS of the gRPC port; on when `cert_file` and `key_file` are set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the files are checked for changes (rotation without restart).
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl GrpcTlsConfig {
+    /// Whether the gRPC port speaks TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
+/// Who may call the session API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Refuse session RPCs without a caller identity (UNAUTHENTICATED).
+    pub required: bool,
+    /// Bearer-token hashes; re-read when the file changes.
+    pub tokens_file: Option<PathBuf>,
+    /// How often the tokens file is checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Known callers: identity, tenant and the RPCs each may call.
+    pub callers: Vec<CallerConfig>,
+}
+
+/// One known caller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// The identity: a client certificate's URI or DNS SAN, or a token's `identity`.
+    pub identity: String,
+    /// The caller's tenant; unset means the default tenant (the keys of a single-tenant set-up).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// RPC names the caller may use (`Get`, `Put`, ...), or `*` for all.
+    #[serde(default = "all_methods")]
+    pub methods: Vec<String>,
+}
+
+fn all_methods() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// A tenant: its sessions live under `<valkey.key_prefix><name>:`; `limits` and `sessions` keys
+/// given here replace the global ones for this tenant only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// Overrides of `limits` keys.
+    pub limits: serde_json::Map<String, serde_json::Value>,
+    /// Overrides of `sessions` keys.
+    pub sessions: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Metrics endpoint settings.
@@ -171,6 +266,39 @@ pub struct ValkeyConfig {
     /// How often the health probe PINGs Valkey.
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
+    /// How the service authenticates to Valkey.
+    pub auth: ValkeyAuth,
+    /// ACL user name (the URL's userinfo is used when unset).
+    pub username: Option<String>,
+    /// File holding the password, re-read for every new connection (a mounted secret).
+    pub password_file: Option<PathBuf>,
+    /// ElastiCache IAM authentication settings (`auth = "iam"`).
+    pub iam: IamConfig,
+}
+
+/// How the service authenticates to Valkey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ValkeyAuth {
+    /// The URL's userinfo, or `username` and `password_file`; nothing when none is set.
+    Password,
+    /// ElastiCache IAM: a SigV4-presigned token from the AWS credential chain as the password.
+    Iam,
+}
+
+/// ElastiCache IAM authentication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamConfig {
+    /// The cache's name (the replication group id or serverless cache name), signed as the host.
+    pub cache_name: String,
+    /// AWS region; unset means `AWS_REGION` from the environment.
+    pub region: Option<String>,
+    /// The cache is ElastiCache Serverless (adds `ResourceType=ServerlessCache` to the token).
+    pub serverless: bool,
+    /// How often a fresh token is signed; tokens are valid for 15 minutes.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
 }
 
 /// Session lifetime settings.
@@ -205,6 +333,14 @@ pub enum ConfigError {
     /// The sources could not be read or deserialised.
     #[error("configuration: {0}")]
     Load(#[from] Box<figment::Error>),
+    /// A tenant's or caller's entry is not acceptable.
+    #[error("configuration `{key}`: {problem}")]
+    Entry {
+        /// Dotted key, e.g. `tenants.shop.limits`.
+        key: String,
+        /// What is wrong and what would be right.
+        problem: String,
+    },
     /// A value was read but is not acceptable.
     #[error("configuration key `{key}`: {problem}")]
     Invalid {
@@ -227,6 +363,12 @@ impl Config {
                 request_timeout: Duration::from_secs(5),
                 concurrency_limit: 1024,
                 shutdown_grace: Duration::from_secs(10),
+                reflection: !cloud,
+                trusted_network: false,
+                tls: GrpcTlsConfig {
+                    reload_interval: Duration::from_secs(5),
+                    ..GrpcTlsConfig::default()
+                },
             },
             metrics: MetricsConfig {
                 listen: format!("{host}:9090").parse().expect("valid address"),
@@ -251,6 +393,15 @@ impl Config {
                 key_prefix: "vs:".into(),
                 replica_sync_interval: Duration::from_secs(3),
                 health_interval: Duration::from_secs(1),
+                auth: ValkeyAuth::Password,
+                username: None,
+                password_file: None,
+                iam: IamConfig {
+                    cache_name: String::new(),
+                    region: None,
+                    serverless: true,
+                    refresh_interval: Duration::from_secs(10 * 60),
+                },
             },
             sessions: SessionConfig {
                 default_idle_timeout: Duration::from_secs(30 * 60),
@@ -266,6 +417,13 @@ impl Config {
                     LogFormat::Text
                 },
             },
+            auth: AuthConfig {
+                required: false,
+                tokens_file: None,
+                reload_interval: Duration::from_secs(2),
+                callers: Vec::new(),
+            },
+            tenants: BTreeMap::new(),
         }
     }
 
@@ -313,6 +471,21 @@ impl Config {
         }
         if let Some(format) = cli.log_format {
             self.log.format = format;
+        }
+        let tls = &mut self.grpc.tls;
+        for (flag, field) in [
+            (&cli.grpc_tls_cert_file, &mut tls.cert_file),
+            (&cli.grpc_tls_key_file, &mut tls.key_file),
+            (&cli.grpc_tls_client_ca_file, &mut tls.client_ca_file),
+            (&cli.grpc_auth_tokens_file, &mut self.auth.tokens_file),
+            (&cli.valkey_password_file, &mut self.valkey.password_file),
+        ] {
+            if let Some(path) = flag {
+                *field = Some(path.clone());
+            }
+        }
+        if let Some(user) = &cli.valkey_username {
+            self.valkey.username = Some(user.clone());
         }
         Ok(())
     }
@@ -377,48 +550,168 @@ impl Config {
         if self.grpc.concurrency_limit == 0 {
             return Err(invalid("grpc.concurrency_limit", "must be at least 1"));
         }
-        let s = &self.sessions;
-        if s.default_idle_timeout < Duration::from_secs(1)
-            || s.default_idle_timeout > s.max_idle_timeout
-        {
-            return Err(invalid(
-                "sessions.default_idle_timeout",
-                "must be at least 1s and at most sessions.max_idle_timeout",
-            ));
+        self.validate_valkey_auth()?;
+        self.validate_grpc_security()?;
+        crate::tenant::Tenants::from_config(self)?;
+        check_lifetimes_and_limits(&self.sessions, &self.limits)?;
+        Ok(())
+    }
+
+    fn validate_valkey_auth(&self) -> Result<(), ConfigError> {
+        let v = &self.valkey;
+        if let Some(path) = &v.password_file {
+            readable("valkey.password_file", path)?;
         }
-        if let Some(abs) = s.default_absolute_timeout {
-            if abs < Duration::from_secs(1) || abs > s.max_absolute_timeout {
+        if v.auth == ValkeyAuth::Iam {
+            if v.password_file.is_some() {
                 return Err(invalid(
-                    "sessions.default_absolute_timeout",
-                    "must be at least 1s and at most sessions.max_absolute_timeout",
+                    "valkey.password_file",
+                    "not used with valkey.auth = \"iam\": the password is the IAM token",
+                ));
+            }
+            if v.username.as_deref().unwrap_or_default().is_empty() {
+                return Err(invalid(
+                    "valkey.username",
+                    "IAM authentication needs the ElastiCache user id (VALKEY_USERNAME)",
+                ));
+            }
+            if v.iam.cache_name.is_empty() {
+                return Err(invalid(
+                    "valkey.iam.cache_name",
+                    "IAM authentication needs the cache name (VALKEY_SESSIONS_VALKEY__IAM__CACHE_NAME)",
+                ));
+            }
+            positive("valkey.iam.refresh_interval", v.iam.refresh_interval)?;
+            if v.iam.refresh_interval > Duration::from_secs(14 * 60) {
+                return Err(invalid(
+                    "valkey.iam.refresh_interval",
+                    "must be under the tokens' 15-minute validity (at most 14m)",
                 ));
             }
         }
-        let l = &self.limits;
-        for (key, value) in [
-            ("limits.max_name_bytes", l.max_name_bytes),
-            ("limits.max_value_bytes", l.max_value_bytes),
-            ("limits.max_session_bytes", l.max_session_bytes),
-            ("limits.max_attributes", l.max_attributes),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
+        Ok(())
+    }
+
+    fn validate_grpc_security(&self) -> Result<(), ConfigError> {
+        let tls = &self.grpc.tls;
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => {
+                readable("grpc.tls.cert_file", cert)?;
+                readable("grpc.tls.key_file", key)?;
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(invalid(
+                    "grpc.tls.key_file",
+                    "GRPC_TLS_CERT_FILE is set but GRPC_TLS_KEY_FILE is not",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "grpc.tls.cert_file",
+                    "GRPC_TLS_KEY_FILE is set but GRPC_TLS_CERT_FILE is not",
+                ));
             }
         }
-        if l.max_session_bytes > 256 << 20 {
+        if let Some(ca) = &tls.client_ca_file {
+            if !tls.enabled() {
+                return Err(invalid(
+                    "grpc.tls.client_ca_file",
+                    "mutual TLS needs server TLS: set GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE",
+                ));
+            }
+            readable("grpc.tls.client_ca_file", ca)?;
+        }
+        positive("grpc.tls.reload_interval", tls.reload_interval)?;
+        positive("auth.reload_interval", self.auth.reload_interval)?;
+        if let Some(tokens) = &self.auth.tokens_file {
+            readable("auth.tokens_file", tokens)?;
+        }
+        if self.auth.required && self.auth.tokens_file.is_none() && tls.client_ca_file.is_none() {
             return Err(invalid(
-                "limits.max_session_bytes",
-                "must be at most 256 MiB",
+                "auth.required",
+                "no way to authenticate callers: set GRPC_AUTH_TOKENS_FILE (bearer tokens) or \
+                 GRPC_TLS_CLIENT_CA_FILE (client certificates)",
+            ));
+        }
+        crate::auth::validate_callers(&self.auth.callers, &self.tenants)?;
+        if self.profile == Profile::Cloud
+            && !tls.enabled()
+            && !self.auth.required
+            && !self.grpc.trusted_network
+        {
+            return Err(invalid(
+                "grpc.tls",
+                "the cloud profile needs TLS on the gRPC port (GRPC_TLS_CERT_FILE, \
+                 GRPC_TLS_KEY_FILE) or caller authentication (VALKEY_SESSIONS_AUTH__REQUIRED=true \
+                 with GRPC_AUTH_TOKENS_FILE or GRPC_TLS_CLIENT_CA_FILE); set \
+                 VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK=true only where the network itself \
+                 authenticates and encrypts (a service mesh)",
             ));
         }
         Ok(())
     }
 
-    /// Largest gRPC message the server accepts or sends: a full session plus framing headroom.
+    /// Largest gRPC message the server accepts or sends: the largest session any tenant may hold
+    /// plus framing headroom.
     pub fn max_message_bytes(&self) -> usize {
-        let l = &self.limits;
-        l.max_session_bytes + l.max_attributes * 16 + l.max_principal_bytes + 64 * 1024
+        crate::tenant::Tenants::from_config(self)
+            .map(|t| t.largest_limits())
+            .unwrap_or_else(|_| self.limits.clone())
+            .message_bytes()
     }
+}
+
+fn readable(key: &'static str, path: &std::path::Path) -> Result<(), ConfigError> {
+    if std::fs::File::open(path).is_err() || !path.is_file() {
+        return Err(invalid(
+            key,
+            format!("{} is not a readable file", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the `sessions` and `limits` sections (global, or a tenant's after its overrides).
+pub(crate) fn check_lifetimes_and_limits(
+    sessions: &SessionConfig,
+    limits: &Limits,
+) -> Result<(), ConfigError> {
+    let s = sessions;
+    if s.default_idle_timeout < Duration::from_secs(1)
+        || s.default_idle_timeout > s.max_idle_timeout
+    {
+        return Err(invalid(
+            "sessions.default_idle_timeout",
+            "must be at least 1s and at most sessions.max_idle_timeout",
+        ));
+    }
+    if let Some(abs) = s.default_absolute_timeout {
+        if abs < Duration::from_secs(1) || abs > s.max_absolute_timeout {
+            return Err(invalid(
+                "sessions.default_absolute_timeout",
+                "must be at least 1s and at most sessions.max_absolute_timeout",
+            ));
+        }
+    }
+    let l = limits;
+    for (key, value) in [
+        ("limits.max_name_bytes", l.max_name_bytes),
+        ("limits.max_value_bytes", l.max_value_bytes),
+        ("limits.max_session_bytes", l.max_session_bytes),
+        ("limits.max_attributes", l.max_attributes),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be at least 1"));
+        }
+    }
+    if l.max_session_bytes > 256 << 20 {
+        return Err(invalid(
+            "limits.max_session_bytes",
+            "must be at most 256 MiB",
+        ));
+    }
+    Ok(())
 }
 
 fn positive(key: &'static str, value: Duration) -> Result<(), ConfigError> {
@@ -428,7 +721,7 @@ fn positive(key: &'static str, value: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         problem: problem.into(),
@@ -466,7 +759,17 @@ mod tests {
             session_host: Some("cache.example:6379".into()),
             ..Cli::default()
         };
-        let config = Config::load(&cli).expect("valid");
+        let err = Config::load(&cli).unwrap_err().to_string();
+        assert!(
+            err.contains("grpc.tls") && err.contains("TRUSTED_NETWORK"),
+            "the cloud profile refuses an unauthenticated plaintext gRPC port: {err}"
+        );
+        let mut config = Config::defaults(Profile::Cloud);
+        config.apply_cli(&cli).unwrap();
+        config.grpc.trusted_network = true;
+        config
+            .validate()
+            .expect("valid on a declared trusted network");
         assert_eq!(config.valkey.url, "rediss-cluster://cache.example:6379");
         let plain = Cli {
             profile: Profile::Cloud,

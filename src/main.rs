@@ -29,7 +29,21 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = server::run(config, telemetry.metrics.clone(), shutdown::signal()).await;
+    let security = match server::Security::load(&config) {
+        Ok(security) => security,
+        Err(e) => {
+            eprintln!("valkey-sessions: {e}");
+            telemetry.shutdown();
+            return ExitCode::from(2);
+        }
+    };
+    let result = server::run(
+        config,
+        security,
+        telemetry.metrics.clone(),
+        shutdown::signal(),
+    )
+    .await;
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,21 +1,81 @@
 //! Wires configuration, store, service, health and reflection to a listening socket, and shuts
 //! down gracefully.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
+use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::{
+    auth::{AuthLayer, Authenticator, tokens::TokenTable},
     config::{Config, ReadFrom},
-    layers::{AdmissionLayer, ObserveLayer, counted},
+    layers::{AdmissionLayer, ObserveLayer},
     proto::{self, session_service_server::SessionServiceServer},
     service::SessionService,
-    store::{self, KeySpace, SessionStore},
+    store::{self, SessionStore},
+    tenant::Tenants,
+    tls::{self, ServerTls},
 };
+
+/// The security material read at start-up: the gRPC TLS configuration and the token hashes.
+/// Loading it fails on a missing or bad file, naming it, before anything listens.
+pub struct Security {
+    tls: Option<ServerTls>,
+    tokens: Arc<ArcSwap<TokenTable>>,
+}
+
+impl Security {
+    /// Reads the files the configuration names.
+    pub fn load(config: &Config) -> Result<Self, SecurityError> {
+        let tls = if config.grpc.tls.enabled() {
+            Some(ServerTls::load(&config.grpc.tls)?)
+        } else {
+            None
+        };
+        let tokens = match &config.auth.tokens_file {
+            Some(path) => TokenTable::load(path).map_err(SecurityError::Tokens)?,
+            None => TokenTable::default(),
+        };
+        Ok(Self {
+            tls,
+            tokens: Arc::new(ArcSwap::from_pointee(tokens)),
+        })
+    }
+
+    /// Starts re-reading the files when they change on disk.
+    fn watch(&self, config: &Config) {
+        if let Some(tls) = &self.tls {
+            tls.watch(&config.grpc.tls);
+        }
+        if let Some(path) = config.auth.tokens_file.clone() {
+            let tokens = self.tokens.clone();
+            crate::reload::spawn(
+                "auth tokens",
+                "grpc_auth_token_reloads_total",
+                vec![path.clone()],
+                config.auth.reload_interval,
+                move || {
+                    tokens.store(Arc::new(TokenTable::load(&path)?));
+                    Ok(())
+                },
+            );
+        }
+    }
+}
+
+/// A security file that could not be used at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// A TLS certificate, key or CA file.
+    #[error("grpc tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The tokens file.
+    #[error("auth tokens: {0}")]
+    Tokens(String),
+}
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -45,18 +105,22 @@ pub enum ServeError {
 /// Runs the service until `shutdown` resolves, then drains within `grpc.shutdown_grace`.
 pub async fn run(
     config: Config,
+    security: Security,
     metrics: PrometheusHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let metrics_addr = crate::telemetry::serve_metrics(config.metrics.listen, metrics).await?;
     tracing::info!(addr = %metrics_addr, "metrics listening");
-    let pool = store::build_pool(&config.valkey)?;
-    let store = SessionStore::new(
-        pool,
-        KeySpace::new(config.valkey.key_prefix.clone()),
-        config.valkey.read_from,
-        config.limits.clone(),
-    );
+    if config.grpc.trusted_network {
+        tracing::warn!(
+            "grpc.trusted_network is set: callers are trusted to be who the network says; \
+             session ids cross the network as the network carries them"
+        );
+    }
+    security.watch(&config);
+    let tenants = Tenants::from_config(&config).expect("validated at start-up");
+    let pool = store::build_pool(&config.valkey).await?;
+    let store = SessionStore::new(pool, config.valkey.read_from);
     if store::connect(store.pool(), config.valkey.connect_timeout).await {
         if let Err(e) = store.load_scripts().await {
             tracing::warn!(error = %e, "could not preload scripts; they load on first use");
@@ -76,23 +140,34 @@ pub async fn run(
         config.valkey.health_interval,
     );
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = if config.grpc.reflection {
+        (
+            Some(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1()?,
+            ),
+            Some(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1alpha()?,
+            ),
+        )
+    } else {
+        (None, None)
+    };
 
     let max_message = config.max_message_bytes();
-    let sessions = SessionServiceServer::new(SessionService::new(
-        store.clone(),
-        config.limits.clone(),
-        config.sessions.clone(),
-    ))
-    .max_decoding_message_size(max_message)
-    .max_encoding_message_size(max_message);
+    let authenticator = Arc::new(Authenticator::new(
+        &config.auth,
+        tenants.clone(),
+        security.tokens.clone(),
+    ));
+    let sessions = SessionServiceServer::new(SessionService::new(store.clone(), tenants))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
 
     let listener = TcpListener::bind(config.grpc.listen)
         .await
@@ -104,7 +179,14 @@ pub async fn run(
         addr: config.grpc.listen,
         source,
     })?;
-    tracing::info!(addr = %local, "grpc listening");
+    tracing::info!(
+        addr = %local,
+        tls = security.tls.is_some(),
+        mtls = config.grpc.tls.client_ca_file.is_some(),
+        auth_required = config.auth.required,
+        reflection = config.grpc.reflection,
+        "grpc listening"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -119,14 +201,16 @@ pub async fn run(
     };
 
     let admission = AdmissionLayer::new(config.grpc.concurrency_limit, config.grpc.request_timeout);
+    // Authentication before admission: a caller that is refused never takes a concurrency slot.
     let server = Server::builder()
         .layer(ObserveLayer)
+        .layer(AuthLayer::new(authenticator))
         .layer(admission.clone())
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .add_service(sessions)
-        .serve_with_incoming_shutdown(counted(TcpListenerStream::new(listener)), graceful);
+        .serve_with_incoming_shutdown(tls::incoming(listener, security.tls.clone()), graceful);
 
     let grace = config.grpc.shutdown_grace;
     let mut stopping = stop_rx;

@@ -1,36 +1,41 @@
 //! The tonic `SessionService`: validate the request, call the store, map the result.
 //! Nothing below this module knows about gRPC.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
-    config::SessionConfig,
+    auth::Caller,
     proto::{
         self, Consistency, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
         GetRequest, GetResponse, PutRequest, PutResponse, RotateRequest, RotateResponse,
     },
-    session::{Error, Limits, Session, SessionId, expiry_ms, now_ms},
+    session::{Error, Session, SessionId, expiry_ms, now_ms},
     store::{Delta, SessionStore},
+    tenant::{Tenant, Tenants},
 };
 
 /// The gRPC face of the store.
 pub struct SessionService {
     store: SessionStore,
-    limits: Limits,
-    lifetimes: SessionConfig,
+    tenants: Tenants,
 }
 
 impl SessionService {
-    /// A service over `store` with the given limits and lifetime defaults.
-    pub fn new(store: SessionStore, limits: Limits, lifetimes: SessionConfig) -> Self {
-        Self {
-            store,
-            limits,
-            lifetimes,
-        }
+    /// A service over `store`; each request works in the tenant of its [`Caller`] (the default
+    /// tenant when no auth layer put one there).
+    pub fn new(store: SessionStore, tenants: Tenants) -> Self {
+        Self { store, tenants }
+    }
+
+    fn tenant<T>(&self, request: &Request<T>) -> Arc<Tenant> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.tenant.clone())
+            .unwrap_or_else(|| self.tenants.default_tenant().clone())
     }
 
     fn timeout(
@@ -61,22 +66,24 @@ impl proto::session_service_server::SessionService for SessionService {
         &self,
         request: Request<CreateRequest>,
     ) -> Result<Response<CreateResponse>, Status> {
+        let tenant = self.tenant(&request);
+        let (limits, lifetimes) = (&tenant.limits, &tenant.lifetimes);
         let req = request.into_inner();
-        self.limits.check_principal(&req.principal)?;
-        self.limits.check_entries("attributes", &req.attributes)?;
-        self.limits.check_totals(&req.attributes)?;
+        limits.check_principal(&req.principal)?;
+        limits.check_entries("attributes", &req.attributes)?;
+        limits.check_totals(&req.attributes)?;
         let idle = Self::timeout(
             "idle_timeout",
             req.idle_timeout,
-            Some(self.lifetimes.default_idle_timeout),
-            self.lifetimes.max_idle_timeout,
+            Some(lifetimes.default_idle_timeout),
+            lifetimes.max_idle_timeout,
         )?
-        .unwrap_or(self.lifetimes.default_idle_timeout);
+        .unwrap_or(lifetimes.default_idle_timeout);
         let absolute = Self::timeout(
             "absolute_timeout",
             req.absolute_timeout,
-            self.lifetimes.default_absolute_timeout,
-            self.lifetimes.max_absolute_timeout,
+            lifetimes.default_absolute_timeout,
+            lifetimes.max_absolute_timeout,
         )?;
 
         let now = now_ms();
@@ -93,7 +100,7 @@ impl proto::session_service_server::SessionService for SessionService {
         // SET NX refuses an existing key: a 256-bit collision is practically impossible, but a
         // retry with a fresh id is cheaper than reasoning about it.
         for _ in 0..2 {
-            if self.store.create(&session).await? {
+            if self.store.create(&tenant, &session).await? {
                 tracing::debug!(session = %session.id.fingerprint(), "created");
                 return Ok(Response::new(CreateResponse {
                     session: Some(to_proto(session)),
@@ -105,14 +112,15 @@ impl proto::session_service_server::SessionService for SessionService {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let tenant = self.tenant(&request);
         let req = request.into_inner();
         let id = SessionId::parse(&req.id)?;
         let strong = req.consistency == Consistency::Strong as i32;
-        let (session, source) = self.store.get(&id, strong).await?;
+        let (session, source) = self.store.get(&tenant, &id, strong).await?;
         metrics::counter!("session_gets_total", "source" => source.as_str()).increment(1);
         let session = session.ok_or(Error::NotFound)?;
         if session.needs_touch(now_ms()) {
-            self.store.touch_in_background(&id);
+            self.store.touch_in_background(&tenant, &id);
         }
         Ok(Response::new(GetResponse {
             session: Some(to_proto(session)),
@@ -120,11 +128,13 @@ impl proto::session_service_server::SessionService for SessionService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let tenant = self.tenant(&request);
+        let limits = &tenant.limits;
         let req = request.into_inner();
         let id = SessionId::parse(&req.id)?;
-        self.limits.check_entries("set", &req.set)?;
+        limits.check_entries("set", &req.set)?;
         for name in &req.remove {
-            self.limits.check_name("remove", name)?;
+            limits.check_name("remove", name)?;
             if req.set.contains_key(name) {
                 return Err(Error::InvalidArgument(format!(
                     "attribute {name:?} is in both set and remove; send one or the other"
@@ -133,13 +143,13 @@ impl proto::session_service_server::SessionService for SessionService {
             }
         }
         if let Some(principal) = &req.principal {
-            self.limits.check_principal(principal)?;
+            limits.check_principal(principal)?;
         }
         let idle = Self::timeout(
             "idle_timeout",
             req.idle_timeout,
             None,
-            self.lifetimes.max_idle_timeout,
+            tenant.lifetimes.max_idle_timeout,
         )?;
         let delta = Delta {
             set: req.set.into_iter().collect(),
@@ -148,7 +158,7 @@ impl proto::session_service_server::SessionService for SessionService {
             idle_timeout_ms: idle.map(|d| d.as_millis() as u64),
             principal: req.principal,
         };
-        let session = self.store.put(&id, delta).await?;
+        let session = self.store.put(&tenant, &id, delta).await?;
         Ok(Response::new(PutResponse {
             session: Some(to_proto(session)),
         }))
@@ -158,8 +168,9 @@ impl proto::session_service_server::SessionService for SessionService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let tenant = self.tenant(&request);
         let id = SessionId::parse(&request.into_inner().id)?;
-        let existed = self.store.delete(&id).await?;
+        let existed = self.store.delete(&tenant, &id).await?;
         Ok(Response::new(DeleteResponse { existed }))
     }
 
@@ -167,9 +178,13 @@ impl proto::session_service_server::SessionService for SessionService {
         &self,
         request: Request<RotateRequest>,
     ) -> Result<Response<RotateResponse>, Status> {
+        let tenant = self.tenant(&request);
         let req = request.into_inner();
         let id = SessionId::parse(&req.id)?;
-        let session = self.store.rotate(&id, req.expected_version).await?;
+        let session = self
+            .store
+            .rotate(&tenant, &id, req.expected_version)
+            .await?;
         tracing::debug!(from = %id.fingerprint(), to = %session.id.fingerprint(), "rotated");
         Ok(Response::new(RotateResponse {
             session: Some(to_proto(session)),

@@ -18,7 +18,8 @@ fn start(shape: Shape) -> (Deployment, Service) {
     (deployment, service)
 }
 
-/// Runs each scenario once per topology, as `<topology>::<scenario>`.
+/// Runs each scenario once per topology, as `<topology>::<scenario>`, and once more with the gRPC
+/// hop secured (TLS and a token).
 macro_rules! on_every_topology {
     ($($scenario:ident),* $(,)?) => {
         mod standalone {
@@ -29,6 +30,10 @@ macro_rules! on_every_topology {
         }
         mod cluster {
             $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Cluster).await })*
+        }
+        /// The same contract over TLS with a bearer token on every call.
+        mod secured {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::SecuredServerless).await })*
         }
     };
 }

@@ -11,13 +11,11 @@ use std::{
 };
 
 use support::{Deployment, Shape, attrs, create, wait_until};
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 use valkey_sessions::{
-    SessionServiceClient,
+    client::Client,
     proto::{Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest},
 };
-
-type Client = SessionServiceClient<Channel>;
 
 async fn create_n(c: &mut Client, n: usize, principal: &str) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);

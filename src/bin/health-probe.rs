@@ -7,7 +7,6 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
-use tonic::transport::Endpoint;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -30,6 +29,9 @@ struct Args {
     /// Service name to check; empty means the server as a whole.
     #[arg(long, default_value = "")]
     service: String,
+    /// TLS trust and client certificate when the port speaks TLS (`https://` address).
+    #[command(flatten)]
+    caller: valkey_sessions::client::CallerOptions,
     /// Deadline for connecting and answering together.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -59,7 +61,7 @@ async fn main() -> ExitCode {
 }
 
 async fn check(args: &Args) -> Result<ServingStatus, Box<dyn std::error::Error>> {
-    let channel = Endpoint::from_shared(args.addr.clone())?.connect().await?;
+    let channel = args.caller.endpoint(&args.addr)?.connect().await?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: args.service.clone(),

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
 
-use crate::config::LogFormat;
+use crate::{client::CallerOptions, config::LogFormat};
 
 /// `todo-gateway`: the todo demo over HTTP, sessions kept in valkey-sessions.
 #[derive(Debug, Clone, Parser)]
@@ -29,6 +29,11 @@ pub struct GatewayConfig {
     /// Deadline of every call to the session service (sent as `grpc-timeout`).
     #[arg(long, env = "GATEWAY_CALL_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
+
+    /// How the gateway authenticates to the session service (TLS trust, client certificate,
+    /// bearer token), like any other caller.
+    #[command(flatten)]
+    pub caller: CallerOptions,
 
     /// Log format (`text` or `json`); the level comes from `RUST_LOG`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]

@@ -84,8 +84,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     config.validate().map_err(GatewayError::Config)?;
-    let sessions = Sessions::connect_lazy(&config.session_service_url, config.call_timeout)
-        .map_err(GatewayError::Config)?;
+    let sessions = Sessions::connect_lazy(
+        &config.session_service_url,
+        &config.caller,
+        config.call_timeout,
+    )
+    .map_err(GatewayError::Config)?;
     let listen = config.listen;
     let listener = TcpListener::bind(listen)
         .await

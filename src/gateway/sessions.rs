@@ -7,7 +7,7 @@ use opentelemetry::{global, propagation::Injector};
 use tonic::{
     Code, Request,
     metadata::{MetadataKey, MetadataMap, MetadataValue},
-    transport::{Channel, ClientTlsConfig, Endpoint},
+    transport::Channel,
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -19,7 +19,7 @@ use super::{
     todos::{self, Todo},
 };
 use crate::{
-    SessionServiceClient,
+    client::{CallerOptions, Client},
     proto::{Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest, Session},
     session::SessionId,
 };
@@ -42,27 +42,27 @@ pub struct TodoSession {
 /// The session service, seen from the gateway.
 #[derive(Clone)]
 pub struct Sessions {
-    client: SessionServiceClient<Channel>,
+    client: Client,
     health: HealthClient<Channel>,
     timeout: Duration,
 }
 
 impl Sessions {
     /// A client over a lazily connected channel: the gateway starts even while the service is down.
-    pub fn connect_lazy(url: &str, timeout: Duration) -> Result<Self, String> {
-        let mut endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("SESSION_SERVICE_URL `{url}`: {e}"))?
+    pub fn connect_lazy(
+        url: &str,
+        caller: &CallerOptions,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let endpoint = caller
+            .endpoint(url)
+            .map_err(|e| format!("SESSION_SERVICE_URL: {e}"))?
             .connect_timeout(timeout)
             .timeout(timeout)
             .tcp_nodelay(true);
-        if url.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_native_roots())
-                .map_err(|e| format!("SESSION_SERVICE_URL `{url}`: TLS: {e}"))?;
-        }
         let channel = endpoint.connect_lazy();
         Ok(Self {
-            client: SessionServiceClient::new(channel.clone()),
+            client: caller.client(channel.clone())?,
             health: HealthClient::new(channel),
             timeout,
         })

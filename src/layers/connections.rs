@@ -29,6 +29,13 @@ pub fn counted(
     })
 }
 
+impl Counted {
+    /// The peer's address, if the socket still knows it.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.0.peer_addr().ok()
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         metrics::gauge!("grpc_connections").decrement(1.0);

@@ -5,7 +5,7 @@ mod connections;
 mod observe;
 
 pub use admission::AdmissionLayer;
-pub use connections::counted;
+pub use connections::{Counted, counted};
 pub use observe::ObserveLayer;
 
 /// gRPC path prefix of the session API; only these requests are limited and deadlined (health

@@ -89,6 +89,22 @@ impl Limits {
         Ok(())
     }
 
+    /// Largest gRPC message a session under these limits needs: the session plus framing.
+    pub fn message_bytes(&self) -> usize {
+        self.max_session_bytes + self.max_attributes * 16 + self.max_principal_bytes + 64 * 1024
+    }
+
+    /// The element-wise maximum of two sets of limits.
+    pub fn max(&self, other: &Self) -> Self {
+        Self {
+            max_name_bytes: self.max_name_bytes.max(other.max_name_bytes),
+            max_value_bytes: self.max_value_bytes.max(other.max_value_bytes),
+            max_session_bytes: self.max_session_bytes.max(other.max_session_bytes),
+            max_attributes: self.max_attributes.max(other.max_attributes),
+            max_principal_bytes: self.max_principal_bytes.max(other.max_principal_bytes),
+        }
+    }
+
     /// The error for a session over its attribute count.
     pub fn too_many(&self, count: usize) -> Error {
         Error::LimitExceeded(format!(

@@ -13,7 +13,11 @@ use fred::{
 };
 use rustls_pki_types::pem::PemObject;
 
-use crate::config::{ReadFrom, TlsHostMapping, ValkeyConfig};
+use super::{
+    credentials::PasswordFile,
+    iam::{IamCredentials, TokenRequest},
+};
+use crate::config::{ReadFrom, TlsHostMapping, ValkeyAuth, ValkeyConfig};
 
 /// Why the Valkey client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +28,15 @@ pub enum ClientError {
     /// TLS could not be set up.
     #[error("valkey TLS: {0}")]
     Tls(String),
+    /// Credentials could not be set up.
+    #[error("valkey credentials: {0}")]
+    Credentials(String),
 }
 
 /// Builds an unconnected pool from the configuration.
-pub fn build_pool(cfg: &ValkeyConfig) -> Result<Pool, ClientError> {
+pub async fn build_pool(cfg: &ValkeyConfig) -> Result<Pool, ClientError> {
     let mut config = FredConfig::from_url(&cfg.url)?;
+    set_credentials(&mut config, cfg).await?;
     if config.tls.is_some() {
         config.tls = Some(TlsConfig {
             connector: TlsConnector::from(rustls_config(cfg)?),
@@ -67,6 +75,51 @@ pub fn build_pool(cfg: &ValkeyConfig) -> Result<Pool, ClientError> {
         .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
         .build_pool(cfg.pool_size)?;
     Ok(pool)
+}
+
+/// Puts the configured credentials on every connection fred opens, including replica connections
+/// and reconnects.
+async fn set_credentials(config: &mut FredConfig, cfg: &ValkeyConfig) -> Result<(), ClientError> {
+    if let Some(user) = &cfg.username {
+        config.username = Some(user.clone());
+    }
+    match cfg.auth {
+        ValkeyAuth::Iam => {
+            let region = cfg
+                .iam
+                .region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                .ok_or_else(|| {
+                    ClientError::Credentials(
+                        "IAM authentication needs a region: set valkey.iam.region or AWS_REGION"
+                            .into(),
+                    )
+                })?;
+            let request = TokenRequest {
+                user: cfg.username.clone().unwrap_or_default(),
+                cache_name: cfg.iam.cache_name.clone(),
+                region: region.clone(),
+                serverless: cfg.iam.serverless,
+            };
+            let aws = IamCredentials::default_chain(region).await;
+            config.credential_provider = Some(Arc::new(IamCredentials::new(
+                request,
+                aws,
+                cfg.iam.refresh_interval,
+            )));
+        }
+        ValkeyAuth::Password => {
+            if let Some(path) = &cfg.password_file {
+                config.credential_provider = Some(Arc::new(PasswordFile {
+                    username: config.username.clone(),
+                    path: path.clone(),
+                }));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// rustls with the system roots plus the PEM roots of `ca_file`.
@@ -115,8 +168,15 @@ pub async fn connect(pool: &Pool, wait: Duration) -> bool {
     for client in pool.clients() {
         let client = client.clone();
         tokio::spawn(async move {
+            let mut last = String::new();
             while let Ok(Err(e)) = client.connect().await {
-                tracing::debug!(error = %e, "initial valkey connection failed; retrying");
+                // Once per distinct cause: a wrong password says so, not "timed out", and a
+                // long outage does not flood the log.
+                let now = e.to_string();
+                if now != last {
+                    tracing::warn!(error = %super::map_err(e), "valkey connection failed; retrying");
+                    last = now;
+                }
                 tokio::time::sleep(INITIAL_RETRY).await;
             }
         });

@@ -2,6 +2,8 @@
 
 mod client;
 mod codec;
+mod credentials;
+pub mod iam;
 mod keys;
 
 pub use client::{ClientError, build_pool, connect};
@@ -16,7 +18,8 @@ use tracing::Instrument;
 
 use crate::{
     config::ReadFrom,
-    session::{Error, Limits, Session, SessionId, now_ms},
+    session::{Error, Session, SessionId, now_ms},
+    tenant::Tenant,
 };
 
 /// Which node answered a Get; exported as a metric.
@@ -60,22 +63,19 @@ pub struct Delta {
 #[derive(Clone)]
 pub struct SessionStore {
     pool: Pool,
-    keys: KeySpace,
     read_from: ReadFrom,
-    limits: Limits,
     put: Script,
     touch: Script,
     delete_if_version: Script,
 }
 
 impl SessionStore {
-    /// A store over a (possibly not yet connected) pool.
-    pub fn new(pool: Pool, keys: KeySpace, read_from: ReadFrom, limits: Limits) -> Self {
+    /// A store over a (possibly not yet connected) pool. Every operation names its tenant, whose
+    /// key space and limits it uses.
+    pub fn new(pool: Pool, read_from: ReadFrom) -> Self {
         Self {
             pool,
-            keys,
             read_from,
-            limits,
             put: Script::from_lua(include_str!("scripts/put.lua")),
             touch: Script::from_lua(include_str!("scripts/touch.lua")),
             delete_if_version: Script::from_lua(include_str!("scripts/delete_if_version.lua")),
@@ -98,8 +98,8 @@ impl SessionStore {
 
     /// Stores a new session; fails only if the id is taken (a CSPRNG collision, never in practice).
     #[tracing::instrument(level = "debug", name = "valkey.create", skip_all, fields(session = %session.id.fingerprint()))]
-    pub async fn create(&self, session: &Session) -> Result<bool, Error> {
-        let key = self.keys.session(&session.id);
+    pub async fn create(&self, tenant: &Tenant, session: &Session) -> Result<bool, Error> {
+        let key = tenant.keys.session(&session.id);
         let blob = Bytes::from(codec::encode(session));
         let expires = session.expires_at_ms() as i64;
         let reply: Option<String> = timed(
@@ -121,10 +121,11 @@ impl SessionStore {
     #[tracing::instrument(level = "debug", name = "valkey.get", skip_all, fields(session = %id.fingerprint()))]
     pub async fn get(
         &self,
+        tenant: &Tenant,
         id: &SessionId,
         strong: bool,
     ) -> Result<(Option<Session>, ReadSource), Error> {
-        let key = self.keys.session(id);
+        let key = tenant.keys.session(id);
         let client = self.pool.next();
         let (blob, source) = if strong || self.read_from == ReadFrom::Primary {
             let blob: Option<Bytes> = timed("get", client.get(&key)).await?;
@@ -156,16 +157,22 @@ impl SessionStore {
 
     /// Applies a delta atomically with one script call.
     #[tracing::instrument(level = "debug", name = "valkey.put", skip_all, fields(session = %id.fingerprint()))]
-    pub async fn put(&self, id: &SessionId, delta: Delta) -> Result<Session, Error> {
-        let key = self.keys.session(id);
+    pub async fn put(
+        &self,
+        tenant: &Tenant,
+        id: &SessionId,
+        delta: Delta,
+    ) -> Result<Session, Error> {
+        let key = tenant.keys.session(id);
+        let limits = &tenant.limits;
         let mut args: Vec<Value> = Vec::with_capacity(7 + 2 * delta.set.len() + delta.remove.len());
         args.push((now_ms() as i64).into());
         args.push(match delta.expected_version {
             Some(v) => Value::from(v.to_string()),
             None => Value::from(""),
         });
-        args.push((self.limits.max_session_bytes as i64).into());
-        args.push((self.limits.max_attributes as i64).into());
+        args.push((limits.max_session_bytes as i64).into());
+        args.push((limits.max_attributes as i64).into());
         args.push(match delta.idle_timeout_ms {
             Some(ms) => Value::from(ms as i64),
             None => Value::from(""),
@@ -199,17 +206,17 @@ impl SessionStore {
                 expected: delta.expected_version.unwrap_or_default(),
                 current: number(),
             }),
-            Some(-2) => Err(self.limits.too_large(number() as usize)),
-            Some(-3) => Err(self.limits.too_many(number() as usize)),
+            Some(-2) => Err(limits.too_large(number() as usize)),
+            Some(-3) => Err(limits.too_many(number() as usize)),
             _ => Err(Error::Internal(format!("put script returned {reply:?}"))),
         }
     }
 
     /// Refreshes a session's expiry in the background after a read; failures only cost the
     /// refresh, which the next read in the second half of the idle window tries again.
-    pub fn touch_in_background(&self, id: &SessionId) {
+    pub fn touch_in_background(&self, tenant: &Tenant, id: &SessionId) {
         let store = self.clone();
-        let key = self.keys.session(id);
+        let key = tenant.keys.session(id);
         let span = tracing::debug_span!("valkey.touch", session = %id.fingerprint());
         tokio::spawn(
             async move {
@@ -238,8 +245,8 @@ impl SessionStore {
 
     /// Deletes a session; returns whether it existed.
     #[tracing::instrument(level = "debug", name = "valkey.delete", skip_all, fields(session = %id.fingerprint()))]
-    pub async fn delete(&self, id: &SessionId) -> Result<bool, Error> {
-        let removed: i64 = timed("del", self.pool.next().del(self.keys.session(id))).await?;
+    pub async fn delete(&self, tenant: &Tenant, id: &SessionId) -> Result<bool, Error> {
+        let removed: i64 = timed("del", self.pool.next().del(tenant.keys.session(id))).await?;
         Ok(removed > 0)
     }
 
@@ -251,10 +258,11 @@ impl SessionStore {
     #[tracing::instrument(level = "debug", name = "valkey.rotate", skip_all, fields(session = %old.fingerprint()))]
     pub async fn rotate(
         &self,
+        tenant: &Tenant,
         old: &SessionId,
         expected_version: Option<u64>,
     ) -> Result<Session, Error> {
-        let old_key = self.keys.session(old);
+        let old_key = tenant.keys.session(old);
         let blob: Option<Bytes> = timed("get", self.pool.next().get(&old_key)).await?;
         let mut session = match blob {
             Some(blob) => codec::decode(old.clone(), &blob)?,
@@ -274,7 +282,7 @@ impl SessionStore {
         session.version += 1;
         session.last_accessed_at_ms = now;
         session.id = SessionId::generate();
-        while !self.create(&session).await? {
+        while !self.create(tenant, &session).await? {
             // A 256-bit collision: practically impossible, harmless to handle.
             session.id = SessionId::generate();
         }
@@ -300,7 +308,7 @@ impl SessionStore {
                 "delete_if_version script returned {reply:?}"
             ))),
         };
-        self.delete(&session.id).await?;
+        self.delete(tenant, &session.id).await?;
         outcome
     }
 
@@ -335,6 +343,11 @@ async fn timed<T>(
 fn map_err(e: fred::error::Error) -> Error {
     use fred::error::ErrorKind;
     match e.kind() {
+        // Said plainly: a wrong password must not look like a generic timeout in the logs.
+        ErrorKind::Auth => Error::Unavailable(format!("valkey authentication failed: {e}")),
+        _ if e.details().starts_with("WRONGPASS") || e.details().starts_with("NOAUTH") => {
+            Error::Unavailable(format!("valkey authentication failed: {e}"))
+        }
         ErrorKind::IO
         | ErrorKind::Timeout
         | ErrorKind::Canceled

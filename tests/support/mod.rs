@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod otlp;
+pub mod secure;
 mod topology;
 
 pub use topology::{Deployment, Shape};
@@ -19,7 +20,7 @@ use std::{
 };
 
 use tonic::transport::Channel;
-use valkey_sessions::SessionServiceClient;
+use valkey_sessions::client::{CallerOptions, Client};
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -80,6 +81,18 @@ impl Valkey {
             }
         }
         panic!("could not start valkey-server on a free port");
+    }
+
+    /// A handle on a server another handle owns (for `cli` from another thread); dropping it
+    /// leaves the server running.
+    pub fn existing(port: u16) -> Self {
+        Valkey {
+            port,
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra: Vec::new(),
+            tls: None,
+        }
     }
 
     /// A server on a given port; `None` if the port turned out to be taken.
@@ -220,6 +233,8 @@ impl Drop for Valkey {
 pub struct Service {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// How clients reach it: TLS trust, client certificate, token (plaintext when empty).
+    pub caller: CallerOptions,
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -286,6 +301,7 @@ impl Service {
         let mut service = Service {
             addr: "0.0.0.0:0".parse().unwrap(),
             metrics_addr: None,
+            caller: CallerOptions::default(),
             child,
             logs,
         };
@@ -326,30 +342,63 @@ impl Service {
         self.logs.lock().unwrap().join("\n")
     }
 
-    /// A connected gRPC client.
-    pub async fn client(&self) -> SessionServiceClient<Channel> {
+    /// The service's URL: `https://` when clients are configured for TLS.
+    pub fn url(&self) -> String {
+        if self.caller.ca_file.is_some() {
+            format!("https://{}", self.addr)
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// A connected gRPC client, authenticating as `self.caller` says.
+    pub async fn client(&self) -> Client {
         self.client_with_limit(64 << 20).await
     }
 
     /// A client whose message limits are raised to `limit` bytes.
-    pub async fn client_with_limit(&self, limit: usize) -> SessionServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
+    pub async fn client_with_limit(&self, limit: usize) -> Client {
+        self.client_as(&self.caller)
             .await
-            .expect("connect to valkey-sessions");
-        SessionServiceClient::new(channel)
+            .expect("connect to valkey-sessions")
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit)
     }
 
+    /// A client with other credentials; the error is the connection's (e.g. a refused handshake).
+    pub async fn client_as(&self, caller: &CallerOptions) -> Result<Client, String> {
+        let channel = caller
+            .endpoint(&self.url())?
+            .connect()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        caller.client(channel)
+    }
+
     /// A raw channel, for the health and reflection clients.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
+        self.caller
+            .endpoint(&self.url())
             .unwrap()
             .connect()
             .await
             .expect("connect to valkey-sessions")
+    }
+
+    /// Starts the service secured by `secured` (TLS, tokens, callers) against `valkey_url`;
+    /// its clients authenticate as the `gateway` caller.
+    pub fn start_secured(
+        valkey_url: &str,
+        secured: &secure::Secured,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let sec = secured.env();
+        let mut all: Vec<(&str, &str)> =
+            sec.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        all.extend_from_slice(env);
+        let mut service = Self::start(valkey_url, &all);
+        service.caller = secured.caller(Some(secure::GATEWAY_TOKEN));
+        service
     }
 
     /// Sends a signal (e.g. "TERM") to the process.
@@ -419,7 +468,7 @@ pub fn strip_ansi(line: &str) -> String {
 
 /// Creates a session through `client`; the test fails if the service refuses.
 pub async fn create(
-    client: &mut SessionServiceClient<Channel>,
+    client: &mut Client,
     request: valkey_sessions::proto::CreateRequest,
 ) -> valkey_sessions::proto::Session {
     client

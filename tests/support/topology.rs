@@ -15,6 +15,8 @@ pub enum Shape {
     /// only that host, as managed endpoints do.
     ServerlessHostnames,
     Cluster,
+    /// Serverless-shaped, with the gRPC hop secured: TLS and a bearer token on every call.
+    SecuredServerless,
 }
 
 /// Running Valkey nodes and how the service reaches them.
@@ -26,6 +28,8 @@ pub struct Deployment {
     pub replicas: Vec<usize>,
     pub tls: Option<Tls>,
     _certs: Option<tempfile::TempDir>,
+    /// The gRPC hop's TLS and tokens, for [`Shape::SecuredServerless`].
+    pub secured: Option<super::secure::Secured>,
 }
 
 impl Deployment {
@@ -39,8 +43,13 @@ impl Deployment {
                 replicas: vec![],
                 tls: None,
                 _certs: None,
+                secured: None,
             },
             Shape::Serverless | Shape::ServerlessHostnames => Self::cluster(shape, 1),
+            Shape::SecuredServerless => Self {
+                secured: Some(super::secure::Secured::new(&[], "")),
+                ..Self::cluster(shape, 1)
+            },
             Shape::Cluster => Self::cluster(shape, 3),
         }
     }
@@ -126,6 +135,7 @@ impl Deployment {
             replicas,
             tls: Some(tls),
             _certs: Some(dir),
+            secured: None,
         };
         deployment.wait_for_replicas();
         deployment
@@ -170,6 +180,11 @@ impl Deployment {
         let mut env = vec![("VALKEY_URL".to_string(), self.url())];
         if let Some(tls) = &self.tls {
             env.push(("VALKEY_SESSIONS_PROFILE".into(), "cloud".into()));
+            // Loopback: the gRPC hop's own TLS and auth are tested in tests/security.rs.
+            env.push((
+                "VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK".into(),
+                "true".into(),
+            ));
             env.push(("VALKEY_CA_FILE".into(), tls.ca.display().to_string()));
             env.push(("VALKEY_READ_FROM".into(), "replica".into()));
         }
@@ -178,11 +193,18 @@ impl Deployment {
 
     /// Starts the service against this deployment, with extra environment.
     pub fn start_service(&self, extra: &[(&str, &str)]) -> Service {
-        let env = self.service_env();
+        let mut env = self.service_env();
+        if self.secured.is_some() {
+            // Secured: the gRPC hop has TLS and tokens, the trusted-network escape is not used.
+            env.retain(|(k, _)| k != "VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK");
+        }
         let mut all: Vec<(&str, &str)> =
             env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         all.extend_from_slice(extra);
-        Service::start(&self.url(), &all)
+        match &self.secured {
+            Some(secured) => Service::start_secured(&self.url(), secured, &all),
+            None => Service::start(&self.url(), &all),
+        }
     }
 
     /// Sum of one command's calls over every node.

@@ -12,6 +12,10 @@ pub struct Args {
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub addr: String,
 
+    /// TLS trust, client certificate and bearer token for the service (as any caller).
+    #[command(flatten)]
+    pub caller: valkey_sessions::client::CallerOptions,
+
     /// What to send: one RPC kind, or `mixed` (80% Get, 15% Put, 5% Create + Delete).
     /// `delete` removes each working-set session once, so it measures at most `--sessions` requests.
     #[arg(long, value_enum, default_value = "get")]

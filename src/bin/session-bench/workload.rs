@@ -12,9 +12,8 @@ use std::{
 use futures::{StreamExt, stream};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 use valkey_sessions::{
-    SessionServiceClient,
+    client::Client,
     proto::{Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest},
 };
 
@@ -25,7 +24,7 @@ use crate::{
 
 /// Everything the workers share.
 pub struct Workload {
-    clients: Vec<SessionServiceClient<Channel>>,
+    clients: Vec<Client>,
     ids: Vec<String>,
     attributes: HashMap<String, Vec<u8>>,
     value: Vec<u8>,
@@ -36,9 +35,11 @@ pub struct Workload {
 }
 
 /// Opens `connections` HTTP/2 connections to the service.
-pub async fn connect(args: &Args) -> Result<Vec<SessionServiceClient<Channel>>, String> {
-    let endpoint = Endpoint::from_shared(args.addr.clone())
-        .map_err(|e| format!("--addr {}: {e}", args.addr))?
+pub async fn connect(args: &Args) -> Result<Vec<Client>, String> {
+    let endpoint = args
+        .caller
+        .endpoint(&args.addr)
+        .map_err(|e| format!("--addr {e}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5));
     let mut clients = Vec::with_capacity(args.connections);
@@ -48,17 +49,14 @@ pub async fn connect(args: &Args) -> Result<Vec<SessionServiceClient<Channel>>, 
             .connect()
             .await
             .map_err(|e| format!("connecting to {}: {e}", args.addr))?;
-        clients.push(SessionServiceClient::new(channel));
+        clients.push(args.caller.client(channel)?);
     }
     Ok(clients)
 }
 
 impl Workload {
     /// Creates the working set of `args.sessions` sessions.
-    pub async fn populate(
-        args: &Args,
-        clients: Vec<SessionServiceClient<Channel>>,
-    ) -> Result<Self, String> {
+    pub async fn populate(args: &Args, clients: Vec<Client>) -> Result<Self, String> {
         let value = vec![b'v'; args.value_size];
         let attributes: HashMap<String, Vec<u8>> = (0..args.attributes)
             .map(|i| (format!("attr{i}"), value.clone()))
@@ -166,7 +164,7 @@ impl Workload {
 
     async fn one(
         &self,
-        client: &mut SessionServiceClient<Channel>,
+        client: &mut Client,
         op: Op,
         id: &str,
         scheduled: Instant,
@@ -232,10 +230,7 @@ impl Workload {
         }
     }
 
-    async fn create(
-        &self,
-        client: &mut SessionServiceClient<Channel>,
-    ) -> Result<String, tonic::Status> {
+    async fn create(&self, client: &mut Client) -> Result<String, tonic::Status> {
         let response = client
             .create(CreateRequest {
                 attributes: self.attributes.clone(),
