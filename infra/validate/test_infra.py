@@ -1,4 +1,4 @@
-"""Offline checks of infra/ that need no provider, image or cluster (issue 8).
+"""Offline checks of infra/ that need no provider, image or cluster (issues 8 and 13).
 
 Run by infra/validate/run.sh inside its virtualenv: python -m unittest -v test_infra
 """
@@ -37,8 +37,105 @@ def resources(documents):
     return found
 
 
+def data_sources(documents):
+    """{(type, name): body} of every data source in the parsed documents."""
+    found = {}
+    for doc in documents:
+        for entry in doc.get("data", []):
+            for dtype, named in entry.items():
+                for name, body in named.items():
+                    found[(dtype, name)] = {k: unwrap(v) for k, v in body.items()}
+    return found
+
+
+def locals_of(documents):
+    """Every local value of the parsed documents, by name."""
+    found = {}
+    for doc in documents:
+        for entry in doc.get("locals", []):
+            # Each value arrives as a one-element list, whatever its type (a map too).
+            found.update({k: v[0] for k, v in entry.items() if not k.startswith("__")})
+    return found
+
+
 def parse_dir(directory):
     return [hcl2.loads(path.read_text()) for path in sorted(directory.glob("*.tf"))]
+
+
+def module_text():
+    return "\n".join(path.read_text() for path in sorted(MODULE.glob("*.tf")))
+
+
+def block(body, name):
+    """The single nested block `name` of a parsed body, its attributes unwrapped."""
+    blocks = body.get(name) or [{}]
+    return {k: unwrap(v) for k, v in blocks[0].items()}
+
+
+def ref(expression):
+    return "${" + expression + "}"
+
+
+def squeeze(expression):
+    """An expression without whitespace: python-hcl2 re-spaces what it does not evaluate."""
+    return "".join(str(expression).split())
+
+
+SERVICE_USER = "aws_elasticache_user.service"
+DEFAULT_USER = "aws_elasticache_user.default"
+# Commands the cache user must never hold: keyspace-wide, admin, or arbitrary code without a key
+# declaration. The exact list it holds is tried on a real Valkey in test_cache_acl.py.
+FORBIDDEN_COMMANDS = {"keys", "scan", "flushall", "flushdb", "config", "eval", "script", "debug",
+                      "acl", "client", "cluster", "monitor", "shutdown", "save", "bgsave", "module",
+                      "function", "fcall", "migrate", "restore", "sync", "psync", "replicaof",
+                      "slaveof", "subscribe", "psubscribe", "publish", "randomkey", "rename"}
+
+
+def task_role_violations(found_data, found):
+    """Everything that lets the task role do more than elasticache:Connect to this cache as the
+    service's user."""
+    problems = []
+    role = found.get(("aws_iam_role", "task"), {})
+    for inline in ("inline_policy", "managed_policy_arns"):
+        if inline in role:
+            problems.append(f"aws_iam_role.task has {inline}")
+    task_role = ref("aws_iam_role.task.id")
+    task_role_name = ref("aws_iam_role.task.name")
+    policies = []
+    for (rtype, name), body in found.items():
+        if rtype in ("aws_iam_role_policy", "aws_iam_role_policy_attachment", "aws_iam_policy_attachment") \
+                and body.get("role") in (task_role, task_role_name):
+            policies.append((rtype, name, body))
+        if rtype == "aws_iam_policy_attachment" and task_role_name in (body.get("roles") or []):
+            policies.append((rtype, name, body))
+    if [(t, n) for t, n, _ in policies] != [("aws_iam_role_policy", "task")]:
+        problems.append(f"task role policies {[(t, n) for t, n, _ in policies]}, want only aws_iam_role_policy.task")
+        return problems
+    if policies[0][2].get("policy") != ref("data.aws_iam_policy_document.task.json"):
+        problems.append("aws_iam_role_policy.task is not data.aws_iam_policy_document.task")
+        return problems
+    document = found_data.get(("aws_iam_policy_document", "task"), {})
+    for key in ("source_policy_documents", "override_policy_documents"):
+        if key in document:
+            problems.append(f"task policy document merges {key}")
+    statements = document.get("statement", [])
+    if len(statements) != 1:
+        problems.append(f"{len(statements)} statements in the task policy, want 1")
+    for statement in statements:
+        statement = {k: unwrap(v) for k, v in statement.items()}
+        if statement.get("effect", "Allow") != "Allow":
+            continue
+        for key in ("not_actions", "not_resources", "condition"):
+            if key in statement:
+                problems.append(f"task policy statement uses {key}")
+        if statement.get("actions") != ["elasticache:Connect"]:
+            problems.append(f"task policy actions {statement.get('actions')!r}, want ['elasticache:Connect']")
+        resources = statement.get("resources")
+        if resources != [ref("aws_elasticache_serverless_cache.this.arn"), ref(f"{SERVICE_USER}.arn")]:
+            problems.append(f"task policy resources {resources!r}, want the cache and the service user ARNs")
+        if any("*" in r for r in resources or []):
+            problems.append("task policy resources contain a wildcard")
+    return problems
 
 
 def cache_ingress_violations(found):
@@ -142,10 +239,11 @@ resource "aws_vpc_security_group_ingress_rule" "cache_from_anywhere" {
         self.assertEqual(found[("aws_lb_listener", "grpc")]["protocol"], "HTTPS")
 
     def test_task_runs_the_cloud_profile_against_the_cache_endpoint(self):
-        text = (MODULE / "ecs.tf").read_text()
-        self.assertIn('VALKEY_SESSIONS_PROFILE = "cloud"', text)
-        self.assertIn("SESSION_HOST            = local.cache_endpoint", text)
-        self.assertIn('logDriver = "awslogs"', text)
+        found = locals_of(parse_dir(MODULE))
+        env = found["service_security_environment"]
+        self.assertEqual(env["VALKEY_SESSIONS_PROFILE"], "cloud")
+        self.assertEqual(env["SESSION_HOST"], ref("local.cache_endpoint"))
+        self.assertEqual(found["log_configuration"]["logDriver"], "awslogs")
 
     def test_outputs(self):
         outputs = {}
@@ -153,6 +251,108 @@ resource "aws_vpc_security_group_ingress_rule" "cache_from_anywhere" {
             for entry in doc.get("output", []):
                 outputs.update(entry)
         self.assertTrue({"grpc_endpoint", "cache_endpoint", "cache_reader_endpoint"} <= set(outputs))
+
+
+class CacheAccess(unittest.TestCase):
+    """Issue 13: who may use a connection to the cache, and as whom."""
+
+    def setUp(self):
+        documents = parse_dir(MODULE)
+        self.found = resources(documents)
+        self.data = data_sources(documents)
+        self.locals = locals_of(documents)
+        self.service = self.found[("aws_elasticache_user", "service")]
+        self.default = self.found[("aws_elasticache_user", "default")]
+        self.group = self.found[("aws_elasticache_user_group", "this")]
+
+    def test_the_cache_has_the_user_group(self):
+        cache = self.found[("aws_elasticache_serverless_cache", "this")]
+        self.assertEqual(cache["user_group_id"], ref("aws_elasticache_user_group.this.user_group_id"))
+
+    def test_the_group_holds_the_iam_user_and_the_default_user_only(self):
+        self.assertEqual(sorted(self.group["user_ids"]),
+                         sorted([ref(f"{DEFAULT_USER}.user_id"), ref(f"{SERVICE_USER}.user_id")]))
+        users = sorted(name for rtype, name in self.found if rtype == "aws_elasticache_user")
+        self.assertEqual(users, ["default", "service"])
+        self.assertFalse([k for k in self.found if k[0] == "aws_elasticache_user_group_association"])
+        engines = {self.group["engine"], self.service["engine"], self.default["engine"]}
+        self.assertEqual(engines, {ref("local.cache_user_engine")})
+        self.assertIn(self.locals["cache_user_engine"], ("redis", "valkey"))
+
+    def test_the_default_user_cannot_connect(self):
+        self.assertEqual(self.default["user_name"], "default")
+        rules = self.default["access_string"].split()
+        self.assertIn("off", rules)
+        self.assertNotIn("on", rules)
+        self.assertEqual([r for r in rules if r[0] in "+~&%" or r in ("allkeys", "allcommands", "allchannels")], [])
+        for password in ("passwords", "passwords_wo", "no_password_required"):
+            self.assertNotIn(password, self.default)
+        self.assertEqual(block(self.default, "authentication_mode"), {"type": "no-password-required"})
+
+    def test_the_service_user_authenticates_with_iam_only(self):
+        self.assertEqual(block(self.service, "authentication_mode"), {"type": "iam"})
+        for password in ("passwords", "passwords_wo", "no_password_required"):
+            self.assertNotIn(password, self.service)
+        # AWS: with IAM authentication, user_id and user_name must be identical.
+        self.assertEqual(self.service["user_id"], self.service["user_name"])
+        self.assertEqual(self.service["user_id"], ref("local.cache_user_id"))
+
+    def test_the_service_user_reaches_only_its_keys_with_named_commands(self):
+        self.assertEqual(self.service["access_string"], ref("local.cache_access_string"))
+        template = self.locals["cache_access_string"]
+        self.assertTrue(template.startswith('${"on ~${var.valkey_key_prefix}* -@all ${join(" ", '), template)
+        commands = self.locals["cache_user_commands"]
+        self.assertTrue(all(c.startswith("+") and "@" not in c and "*" not in c for c in commands), commands)
+        # Of the forbidden commands, only these read-only or self-scoped subcommands are granted.
+        for command in commands:
+            if command[1:].split("|")[0] in FORBIDDEN_COMMANDS:
+                self.assertIn(command, ("+script|load", "+cluster|slots", "+cluster|info", "+client|id"))
+        for grant in ("~*", "allkeys", "allcommands", "+@all", "&*"):
+            self.assertNotIn(grant, template)
+
+    def test_the_task_role_may_connect_to_exactly_this_cache_as_this_user(self):
+        self.assertEqual(task_role_violations(self.data, self.found), [])
+
+    def test_the_task_role_check_rejects_wider_policies(self):
+        base = module_text()
+        wildcard = base.replace(
+            "resources = [aws_elasticache_serverless_cache.this.arn, aws_elasticache_user.service.arn]",
+            'resources = ["arn:aws:elasticache:*:*:serverlesscache:*", aws_elasticache_user.service.arn]', 1)
+        more_actions = base.replace('actions   = ["elasticache:Connect"]',
+                                    'actions   = ["elasticache:Connect", "elasticache:ModifyUser"]', 1)
+        attached = base + """
+resource "aws_iam_role_policy_attachment" "task_admin" {
+  role       = aws_iam_role.task.name
+  policy_arn = "arn:aws:iam::aws:policy/AdministratorAccess"
+}
+"""
+        for name, text in (("wildcard", wildcard), ("more actions", more_actions), ("attached", attached)):
+            with self.subTest(name):
+                self.assertNotEqual(text, base)
+                documents = [hcl2.loads(text)]
+                self.assertNotEqual(task_role_violations(data_sources(documents), resources(documents)), [])
+
+    def test_the_task_definition_authenticates_with_iam_as_the_service_user(self):
+        env = self.locals["service_security_environment"]
+        self.assertEqual(env["VALKEY_SESSIONS_VALKEY__AUTH"], "iam")
+        self.assertEqual(env["VALKEY_USERNAME"], ref(f"{SERVICE_USER}.user_name"))
+        self.assertEqual(env["VALKEY_SESSIONS_VALKEY__IAM__CACHE_NAME"], ref("aws_elasticache_serverless_cache.this.name"))
+        self.assertEqual(env["VALKEY_SESSIONS_VALKEY__IAM__REGION"], ref("local.region"))
+        self.assertEqual(env["VALKEY_SESSIONS_VALKEY__IAM__SERVERLESS"], "true")
+        self.assertEqual(env["VALKEY_SESSIONS_VALKEY__KEY_PREFIX"], ref("var.valkey_key_prefix"))
+        # Merged last: extra_environment cannot switch any of it off.
+        self.assertEqual(squeeze(self.locals["service_environment"]), squeeze(ref(
+            "merge(local.service_defaults, var.extra_environment, local.service_security_environment)")))
+        self.assertEqual(squeeze(self.locals["service_container"]["environment"]),
+                         squeeze(ref("[for k, v in local.service_environment : {'name': '${k}', 'value': '${v}'}]")))
+        self.assertEqual(self.found[("aws_ecs_task_definition", "this")]["task_role_arn"], ref("aws_iam_role.task.arn"))
+
+    def test_outputs_name_the_user(self):
+        outputs = {}
+        for doc in parse_dir(MODULE):
+            for entry in doc.get("output", []):
+                outputs.update(entry)
+        self.assertEqual(unwrap(outputs["cache_user_id"]["value"]), ref(f"{SERVICE_USER}.user_id"))
 
 
 class Compose(unittest.TestCase):

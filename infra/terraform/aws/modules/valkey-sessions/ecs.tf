@@ -26,17 +26,28 @@ locals {
     }
   }
 
-  service_environment = merge(
-    {
-      VALKEY_SESSIONS_PROFILE = "cloud"
-      SESSION_HOST            = local.cache_endpoint
-      GRPC_LISTEN             = "0.0.0.0:${local.grpc_port}"
-      METRICS_LISTEN          = "0.0.0.0:${local.metrics_port}"
-      LOG_FORMAT              = "json"
-      RUST_LOG                = "info"
-    },
-    var.extra_environment,
-  )
+  service_defaults = {
+    GRPC_LISTEN    = "0.0.0.0:${local.grpc_port}"
+    METRICS_LISTEN = "0.0.0.0:${local.metrics_port}"
+    LOG_FORMAT     = "json"
+    RUST_LOG       = "info"
+  }
+
+  # What the module's security rests on; merged last, so extra_environment cannot override it.
+  # ElastiCache IAM authentication: the service signs a token (SigV4, 15 minutes, refreshed) with
+  # the task role for this cache and its user; ResourceType=ServerlessCache for a serverless cache.
+  service_security_environment = {
+    VALKEY_SESSIONS_PROFILE                 = "cloud"
+    SESSION_HOST                            = local.cache_endpoint
+    VALKEY_SESSIONS_VALKEY__KEY_PREFIX      = var.valkey_key_prefix
+    VALKEY_SESSIONS_VALKEY__AUTH            = "iam"
+    VALKEY_USERNAME                         = aws_elasticache_user.service.user_name
+    VALKEY_SESSIONS_VALKEY__IAM__CACHE_NAME = aws_elasticache_serverless_cache.this.name
+    VALKEY_SESSIONS_VALKEY__IAM__REGION     = local.region
+    VALKEY_SESSIONS_VALKEY__IAM__SERVERLESS = "true"
+  }
+
+  service_environment = merge(local.service_defaults, var.extra_environment, local.service_security_environment)
 
   service_container = {
     name                   = "valkey-sessions"

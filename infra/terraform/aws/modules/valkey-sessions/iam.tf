@@ -1,5 +1,6 @@
 # Two roles: ECS uses the execution role to pull the image and ship logs; the task role is what
-# the containers themselves may do, and valkey-sessions calls no AWS API, so it has no policy.
+# the containers themselves may do: valkey-sessions signs its ElastiCache IAM token with it, and
+# may connect to exactly this cache as exactly its cache user, nothing else.
 
 locals {
   # Image pulls need ECR permissions only when the image lives in ECR.
@@ -73,7 +74,24 @@ resource "aws_iam_role_policy" "execution" {
 
 resource "aws_iam_role" "task" {
   name               = "${var.name}-task"
-  description        = "valkey-sessions containers: no AWS API access"
+  description        = "valkey-sessions containers: connect to their cache as their cache user, nothing else"
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
   tags               = local.tags
+}
+
+# ElastiCache IAM authentication: the token the service signs is accepted only if its signer may
+# elasticache:Connect to both the cache and the user it names. No wildcard: another cache or
+# another user of this one cannot be reached with this role.
+data "aws_iam_policy_document" "task" {
+  statement {
+    sid       = "ConnectToTheCacheAsTheServiceUser"
+    actions   = ["elasticache:Connect"]
+    resources = [aws_elasticache_serverless_cache.this.arn, aws_elasticache_user.service.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "task" {
+  name   = "connect-to-the-cache"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task.json
 }

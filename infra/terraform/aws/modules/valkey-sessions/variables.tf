@@ -76,6 +76,18 @@ variable "kms_key_arn" {
   default     = null
 }
 
+variable "valkey_key_prefix" {
+  description = "The service's valkey.key_prefix (VALKEY_SESSIONS_VALKEY__KEY_PREFIX). The cache user may touch only keys that start with it; tenant prefixes live under it."
+  type        = string
+  default     = "vs:"
+
+  validation {
+    # No ACL glob characters (* ? [ ] \\) and no hash-tag braces.
+    condition     = can(regex("^[A-Za-z0-9._:-]{1,32}$", var.valkey_key_prefix))
+    error_message = "valkey_key_prefix must be 1-32 letters, digits, '.', '_', ':' or '-'."
+  }
+}
+
 variable "desired_count" {
   description = "Service tasks to run (spread across the subnets' zones)."
   type        = number
