@@ -4,7 +4,12 @@ Run by infra/validate/run.sh inside its virtualenv: python -m unittest -v test_i
 """
 
 import json
+import os
 import pathlib
+import shutil
+import subprocess
+import tempfile
+import tomllib
 import unittest
 
 import hcl2
@@ -245,6 +250,28 @@ resource "aws_vpc_security_group_ingress_rule" "cache_from_anywhere" {
         self.assertEqual(env["SESSION_HOST"], ref("local.cache_endpoint"))
         self.assertEqual(found["log_configuration"]["logDriver"], "awslogs")
 
+    def test_the_example_passes_every_required_variable_and_no_unknown_one(self):
+        # What `terraform validate` would say about the module call, without the provider.
+        declared = {}
+        for doc in parse_dir(MODULE):
+            for entry in doc.get("variable", []):
+                declared.update(entry)
+        required = {name for name, body in declared.items() if "default" not in body}
+        call = {}
+        for doc in parse_dir(TERRAFORM / "examples" / "complete"):
+            for entry in doc.get("module", []):
+                call.update(entry.get("valkey_sessions", {}))
+        passed = {k for k in call if not k.startswith("__") and k not in ("source", "depends_on")}
+        self.assertEqual(required - passed, set())
+        self.assertEqual(passed - set(declared), set())
+
+    def test_the_example_configuration_is_toml_with_callers(self):
+        tfvars = hcl2.loads((TERRAFORM / "examples" / "complete" / "terraform.tfvars.example").read_text())
+        config = tomllib.loads(unwrap(tfvars["service_config_toml"]))
+        for caller in config["auth"]["callers"]:
+            self.assertEqual(set(caller), {"identity", "tenant", "methods"})
+        self.assertRegex(unwrap(tfvars["grpc_tls_secret_arn"]), r":secret:.+-[A-Za-z0-9]{6}$")
+
     def test_outputs(self):
         outputs = {}
         for doc in parse_dir(TERRAFORM / "examples" / "complete"):
@@ -341,8 +368,8 @@ resource "aws_iam_role_policy_attachment" "task_admin" {
         self.assertEqual(env["VALKEY_SESSIONS_VALKEY__IAM__SERVERLESS"], "true")
         self.assertEqual(env["VALKEY_SESSIONS_VALKEY__KEY_PREFIX"], ref("var.valkey_key_prefix"))
         # Merged last: extra_environment cannot switch any of it off.
-        self.assertEqual(squeeze(self.locals["service_environment"]), squeeze(ref(
-            "merge(local.service_defaults, var.extra_environment, local.service_security_environment)")))
+        self.assertTrue(squeeze(self.locals["service_environment"]).endswith(
+            ",local.service_security_environment)}"), self.locals["service_environment"])
         self.assertEqual(squeeze(self.locals["service_container"]["environment"]),
                          squeeze(ref("[for k, v in local.service_environment : {'name': '${k}', 'value': '${v}'}]")))
         self.assertEqual(self.found[("aws_ecs_task_definition", "this")]["task_role_arn"], ref("aws_iam_role.task.arn"))
@@ -353,6 +380,126 @@ resource "aws_iam_role_policy_attachment" "task_admin" {
             for entry in doc.get("output", []):
                 outputs.update(entry)
         self.assertEqual(unwrap(outputs["cache_user_id"]["value"]), ref(f"{SERVICE_USER}.user_id"))
+
+
+def render_heredoc(text, values):
+    """A heredoc as Terraform renders it: the given ${...} replaced, $${ unescaped."""
+    for expression, value in values.items():
+        text = text.replace("${" + expression + "}", value)
+    assert "${" not in text.replace("$${", ""), text
+    return text.replace("$${", "${")
+
+
+class GrpcHop(unittest.TestCase):
+    """Issue 13: clients -TLS-> load balancer -TLS-> tasks, callers with bearer tokens."""
+
+    def setUp(self):
+        documents = parse_dir(MODULE)
+        self.found = resources(documents)
+        self.data = data_sources(documents)
+        self.locals = locals_of(documents)
+
+    def test_the_load_balancer_speaks_tls_to_the_tasks(self):
+        group = self.found[("aws_lb_target_group", "grpc")]
+        self.assertEqual(group["protocol"], "HTTPS")
+        self.assertEqual(group["protocol_version"], "GRPC")
+        self.assertEqual(block(group, "health_check")["protocol"], "HTTPS")
+
+    def test_the_service_serves_the_certificate_and_requires_tokens_when_given(self):
+        env = self.locals["service_security_environment"]
+        self.assertEqual(env["GRPC_TLS_CERT_FILE"], ref("local.tls_cert_file"))
+        self.assertEqual(env["GRPC_TLS_KEY_FILE"], ref("local.tls_key_file"))
+        auth = self.locals["service_auth_environment"]
+        self.assertEqual(auth, {"GRPC_AUTH_TOKENS_FILE": ref("local.auth_file"), "VALKEY_SESSIONS_AUTH__REQUIRED": "true"})
+        self.assertEqual(self.locals["with_tokens"], ref("var.grpc_auth_tokens_secret_arn != None"))
+        merged = squeeze(self.locals["service_environment"])
+        self.assertIn(squeeze("{for k, v in local.service_auth_environment : k => v if local.with_tokens}"), merged)
+        self.assertEqual(self.locals["service_defaults"]["VALKEY_SESSIONS_GRPC__REFLECTION"], "false")
+        for key in ("VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK", "GRPC_TLS_CLIENT_CA_FILE"):
+            self.assertNotIn(key, module_text())
+
+    def test_the_init_container_writes_the_files_the_service_reads(self):
+        files_dir = self.locals["files_dir"]
+        for local, path in (("tls_cert_file", "tls/tls.crt"), ("tls_key_file", "tls/tls.key"),
+                            ("auth_file", "auth/tokens.toml"), ("config_file", "config/config.toml")):
+            self.assertEqual(self.locals[local], "${local.files_dir}/" + path)
+            self.assertIn(f"> {path}\n", self.locals["files_init_script"])
+        self.assertEqual(files_dir, "/etc/valkey-sessions")
+        init, service = self.locals["files_init_container"], self.locals["service_container"]
+        self.assertEqual(init["mountPoints"], [{"sourceVolume": ref("local.files_volume"),
+                                               "containerPath": ref("local.files_dir"), "readOnly": False}])
+        self.assertEqual(service["mountPoints"], [{"sourceVolume": ref("local.files_volume"),
+                                                  "containerPath": ref("local.files_dir"), "readOnly": True}])
+        self.assertEqual(service["dependsOn"], [{"containerName": ref("local.files_init_name"), "condition": "SUCCESS"}])
+        self.assertEqual(init["name"], ref("local.files_init_name"))
+        self.assertIs(init["essential"], False)
+        self.assertIs(init["readonlyRootFilesystem"], True)
+        self.assertNotIn("CHOWN", init["linuxParameters"]["capabilities"]["drop"])
+        self.assertIn("DAC_OVERRIDE", init["linuxParameters"]["capabilities"]["drop"])
+        secrets = squeeze(init["secrets"])
+        for value_from in ("'${var.grpc_tls_secret_arn}:cert::'", "'${var.grpc_tls_secret_arn}:key::'",
+                           "'${var.grpc_auth_tokens_secret_arn}'"):
+            self.assertIn(value_from, secrets)
+        task = self.found[("aws_ecs_task_definition", "this")]
+        self.assertEqual(block(task, "volume"), {"name": ref("local.files_volume")})
+        self.assertIn("concat(['${local.files_init_container}','${local.service_container}']",
+                      squeeze(task["container_definitions"]))
+
+    def test_the_execution_role_reads_exactly_these_secrets(self):
+        statements = self.data[("aws_iam_policy_document", "execution")]["statement"]
+        secrets = [{k: unwrap(v) for k, v in st.items()} for st in statements
+                   if any(a.startswith("secretsmanager:") for a in unwrap(st["actions"]))]
+        self.assertEqual(len(secrets), 1)
+        self.assertEqual(secrets[0]["actions"], ["secretsmanager:GetSecretValue"])
+        self.assertEqual(secrets[0]["resources"], ref("local.service_secret_arns"))
+        self.assertEqual(squeeze(self.locals["service_secret_arns"]),
+                         squeeze(ref("compact(['${var.grpc_tls_secret_arn}', '${var.grpc_auth_tokens_secret_arn}'])")))
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
+    def test_the_init_script_hands_the_files_to_the_service_user_with_chown_alone(self):
+        script = self.locals["files_init_script"]
+        sh = shutil.which("busybox") and [shutil.which("busybox"), "sh"] or ["/bin/sh"]
+        for tokens, config in ((True, True), (False, False)):
+            with self.subTest(tokens=tokens, config=config), tempfile.TemporaryDirectory() as root:
+                os.chmod(root, 0o755)  # a fresh Fargate bind mount: root's, 0755
+                env = {"PATH": os.environ["PATH"], "GRPC_TLS_CERT_PEM": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+                       "GRPC_TLS_KEY_PEM": "-----BEGIN PRIVATE KEY-----\ny\n-----END PRIVATE KEY-----"}
+                if tokens:
+                    env["GRPC_AUTH_TOKENS_TOML"] = '[[token]]\nidentity = "web"\nsha256 = "00"'
+                if config:
+                    env["SERVICE_CONFIG_TOML"] = '[[auth.callers]]\nidentity = "web"\ntenant = "shop"\nmethods = ["*"]'
+                # Docker's default capabilities less the dropped ones: CHOWN alone.
+                subprocess.run(["setpriv", "--bounding-set=-all,+chown", "--inh-caps=-all", "--",
+                                *sh, "-euc", render_heredoc(script, {"local.files_dir": root})],
+                               env=env, check=True, cwd=root)
+                written = {"tls/tls.crt": env["GRPC_TLS_CERT_PEM"], "tls/tls.key": env["GRPC_TLS_KEY_PEM"]}
+                if tokens:
+                    written["auth/tokens.toml"] = env["GRPC_AUTH_TOKENS_TOML"]
+                if config:
+                    written["config/config.toml"] = env["SERVICE_CONFIG_TOML"]
+                for path, content in written.items():
+                    stat = os.stat(os.path.join(root, path))
+                    self.assertEqual((stat.st_uid, stat.st_gid, stat.st_mode & 0o777), (65532, 65532, 0o600), path)
+                    self.assertEqual(pathlib.Path(root, path).read_text(), content + "\n")
+                for directory in ("tls", "auth", "config"):
+                    stat = os.stat(os.path.join(root, directory))
+                    self.assertEqual((stat.st_uid, stat.st_mode & 0o777), (65532, 0o700), directory)
+                self.assertEqual(os.path.exists(os.path.join(root, "auth/tokens.toml")), tokens)
+                # The service's user reads them; another user does not.
+                as_service = ["setpriv", "--reuid=65532", "--regid=65532", "--clear-groups", "cat"]
+                as_other = ["setpriv", "--reuid=65533", "--regid=65533", "--clear-groups", "cat"]
+                for path in written:
+                    full = os.path.join(root, path)
+                    self.assertEqual(subprocess.run([*as_service, full], capture_output=True).returncode, 0)
+                    self.assertNotEqual(subprocess.run([*as_other, full], capture_output=True).returncode, 0)
+
+    def test_the_init_script_stops_without_the_certificate(self):
+        with tempfile.TemporaryDirectory() as root:
+            script = render_heredoc(self.locals["files_init_script"], {"local.files_dir": root})
+            result = subprocess.run(["/bin/sh", "-euc", script], env={"PATH": os.environ["PATH"]},
+                                    capture_output=True, cwd=root)
+            self.assertNotEqual(result.returncode, 0)
+            self.assertFalse(os.path.exists(os.path.join(root, "tls/tls.key")))
 
 
 class Compose(unittest.TestCase):
