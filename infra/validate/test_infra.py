@@ -537,12 +537,52 @@ class Kubernetes(unittest.TestCase):
         ports = {(p["protocol"], p["port"]) for rule in policy["egress"] for p in rule["ports"]}
         self.assertEqual(ports, {("TCP", 6379), ("TCP", 6380), ("UDP", 53), ("TCP", 53)})
 
-    def test_probes_ask_grpc_health(self):
+    def test_probes_ask_grpc_health_over_tls(self):
         pod = self.load("deployment.yaml")["spec"]["template"]["spec"]
         container = pod["containers"][0]
-        self.assertEqual(container["readinessProbe"]["grpc"]["port"], 50051)
-        self.assertEqual(container["startupProbe"]["grpc"]["port"], 50051)
+        # The kubelet's gRPC probe has no TLS: readiness runs health-probe, the rest needs the port.
+        command = container["readinessProbe"]["exec"]["command"]
+        self.assertEqual(command[0], "/usr/local/bin/health-probe")
+        self.assertEqual(command[command.index("--addr") + 1], "https://localhost:50051")
+        self.assertEqual(command[command.index("--service") + 1], "session.v1.SessionService")
+        self.assertEqual(command[command.index("--ca-file") + 1], "/etc/valkey-sessions/tls/ca.crt")
+        self.assertEqual(container["startupProbe"]["tcpSocket"]["port"], "grpc")
+        self.assertEqual(container["livenessProbe"]["tcpSocket"]["port"], "grpc")
         self.assertGreater(pod["terminationGracePeriodSeconds"], 10)
+
+    def test_tls_tokens_and_valkey_password_are_files_from_secrets(self):
+        env, config = yaml.safe_load_all((INFRA / "k8s" / "configmap.yaml").read_text())
+        env = env["data"]
+        pod = self.load("deployment.yaml")["spec"]["template"]["spec"]
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        expected = {
+            "tls": ("secret", "valkey-sessions-tls", ["GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE"]),
+            "auth": ("secret", "valkey-sessions-auth", ["GRPC_AUTH_TOKENS_FILE"]),
+            "valkey": ("secret", "valkey-sessions-valkey", ["VALKEY_PASSWORD_FILE"]),
+            "config": ("configMap", "valkey-sessions-config", ["VALKEY_SESSIONS_CONFIG"]),
+        }
+        self.assertEqual(set(mounts), set(expected))
+        for name, (kind, source, keys) in expected.items():
+            with self.subTest(volume=name):
+                mount = mounts[name]
+                self.assertIs(mount["readOnly"], True)
+                self.assertNotIn("subPath", mount)  # updates must reach the files
+                self.assertEqual(volumes[name][kind].get("secretName", volumes[name][kind].get("name")), source)
+                self.assertEqual(volumes[name][kind]["defaultMode"], 0o440)
+                for key in keys:
+                    self.assertEqual(pathlib.PurePosixPath(env[key]).parent, pathlib.PurePosixPath(mount["mountPath"]))
+        self.assertEqual(env["VALKEY_SESSIONS_AUTH__REQUIRED"], "true")
+        self.assertEqual(env["VALKEY_SESSIONS_GRPC__REFLECTION"], "false")
+        self.assertNotIn("VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK", env)
+        self.assertEqual(config["metadata"]["name"], "valkey-sessions-config")
+        for caller in tomllib.loads(config["data"]["config.toml"])["auth"]["callers"]:
+            self.assertEqual(set(caller), {"identity", "tenant", "methods"})
+        # The same file layout as the ECS task's volume (terraform ecs.tf).
+        module = locals_of(parse_dir(MODULE))
+        for key, local in (("GRPC_TLS_CERT_FILE", "tls_cert_file"), ("GRPC_TLS_KEY_FILE", "tls_key_file"),
+                           ("GRPC_AUTH_TOKENS_FILE", "auth_file"), ("VALKEY_SESSIONS_CONFIG", "config_file")):
+            self.assertEqual(env[key], module[local].replace("${local.files_dir}", module["files_dir"]))
 
 
 if __name__ == "__main__":
