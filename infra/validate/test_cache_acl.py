@@ -20,7 +20,7 @@ import tempfile
 import time
 import unittest
 
-from test_infra import MODULE, locals_of, parse_dir, resources, unwrap
+from test_infra import MODULE, parse_dir, resources, service_access_string
 
 REPO = MODULE.parents[4]
 SCRIPTS = REPO / "src" / "store" / "scripts"
@@ -29,30 +29,6 @@ PASSWORD = "acl-test-password-0123456789"
 
 def module_resource(rtype, name):
     return resources(parse_dir(MODULE))[(rtype, name)]
-
-
-def key_prefix_default():
-    for doc in parse_dir(MODULE):
-        for entry in doc.get("variable", []):
-            if "valkey_key_prefix" in entry:
-                return unwrap(entry["valkey_key_prefix"]["default"])
-    raise KeyError("variable valkey_key_prefix")
-
-
-def service_access_string():
-    """The module's access string with var.valkey_key_prefix at its default."""
-    found = locals_of(parse_dir(MODULE))
-    template = found["cache_access_string"]
-    # python-hcl2 keeps a template with nested interpolations as ${"..."}.
-    if template.startswith('${"') and template.endswith('"}'):
-        template = template[3:-2]
-    commands = found["cache_user_commands"]
-    # The template is written as a literal around the command list; anything else (a second
-    # interpolation, a different layout) must be looked at by a human and this function updated.
-    expected = '~${var.valkey_key_prefix}* -@all ${join(" ", local.cache_user_commands)}'
-    assert template.startswith("on ") and template.endswith(expected), template
-    return template.replace("${var.valkey_key_prefix}", key_prefix_default()).replace(
-        '${join(" ", local.cache_user_commands)}', " ".join(commands))
 
 
 class Resp:

@@ -96,6 +96,30 @@ FORBIDDEN_COMMANDS = {"keys", "scan", "flushall", "flushdb", "config", "eval", "
                       "slaveof", "subscribe", "psubscribe", "publish", "randomkey", "rename"}
 
 
+def key_prefix_default():
+    for doc in parse_dir(MODULE):
+        for entry in doc.get("variable", []):
+            if "valkey_key_prefix" in entry:
+                return unwrap(entry["valkey_key_prefix"]["default"])
+    raise KeyError("variable valkey_key_prefix")
+
+
+def service_access_string():
+    """The module's access string with var.valkey_key_prefix at its default."""
+    found = locals_of(parse_dir(MODULE))
+    template = found["cache_access_string"]
+    # python-hcl2 keeps a template with nested interpolations as ${"..."}.
+    if template.startswith('${"') and template.endswith('"}'):
+        template = template[3:-2]
+    commands = found["cache_user_commands"]
+    # The template is written as a literal around the command list; anything else (a second
+    # interpolation, a different layout) must be looked at by a human and this function updated.
+    expected = '~${var.valkey_key_prefix}* -@all ${join(" ", local.cache_user_commands)}'
+    assert template.startswith("on ") and template.endswith(expected), template
+    return template.replace("${var.valkey_key_prefix}", key_prefix_default()).replace(
+        '${join(" ", local.cache_user_commands)}', " ".join(commands))
+
+
 def task_role_violations(found_data, found):
     """Everything that lets the task role do more than elasticache:Connect to this cache as the
     service's user."""
@@ -525,6 +549,40 @@ class Compose(unittest.TestCase):
         env = services["valkey-sessions"]["environment"]
         self.assertEqual(env["VALKEY_SESSIONS_PROFILE"], "cloud")
         self.assertEqual(env["SESSION_HOST"], "valkey:6379")
+
+    def test_valkey_users_are_the_elasticache_ones(self):
+        # The same shape as the Terraform module's cache: default off, the service on its prefix
+        # with the same command list; an admin user only for cluster-init and replication.
+        script = self.compose["services"]["certs"]["command"][0].replace("$$", "$")
+        default = resources(parse_dir(MODULE))[("aws_elasticache_user", "default")]["access_string"]
+        self.assertIn(f"printf 'user default {default}\\n' > users.acl", script)
+        service = service_access_string().split()
+        line = next(l for l in script.splitlines() if "user valkey-sessions on #%s" in l)
+        self.assertEqual(service[0], "on")
+        self.assertIn("user valkey-sessions on #%s " + " ".join(service[1:3]) + " %s", line)  # ~vs:* -@all
+        self.assertIn('"' + " ".join(service[3:]) + '"', script)
+        conf = self.compose["configs"]["valkey-conf"]["content"].splitlines()
+        self.assertIn("aclfile /certs/users.acl", conf)
+        self.assertIn("include /certs/replication.conf", conf)
+        self.assertIn("--user admin", self.compose["services"]["cluster-init"]["command"][0])
+
+    def test_the_service_serves_tls_and_requires_tokens(self):
+        service = self.compose["services"]["valkey-sessions"]
+        env = service["environment"]
+        self.assertEqual(env["VALKEY_USERNAME"], "valkey-sessions")
+        self.assertEqual(env["VALKEY_PASSWORD_FILE"], "/certs/valkey-password")
+        self.assertEqual((env["GRPC_TLS_CERT_FILE"], env["GRPC_TLS_KEY_FILE"]), ("/certs/grpc.pem", "/certs/grpc.key"))
+        self.assertEqual(env["GRPC_AUTH_TOKENS_FILE"], "/certs/tokens.toml")
+        self.assertEqual(env["VALKEY_SESSIONS_AUTH__REQUIRED"], "true")
+        self.assertNotIn("VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK", env)
+        script = self.compose["services"]["certs"]["command"][0]
+        self.assertIn("cert grpc DNS:valkey-sessions,DNS:localhost,IP:127.0.0.1 serverAuth", script)
+        self.assertIn("https://localhost:50051", service["healthcheck"]["test"])
+        config = tomllib.loads(self.compose["configs"]["service-conf"]["content"])
+        identities = {caller["identity"] for caller in config["auth"]["callers"]}
+        self.assertEqual(identities, {"dev", "todo-gateway"})
+        self.assertIn("for caller in dev todo-gateway; do", script)
+        self.assertEqual(service["configs"], [{"source": "service-conf", "target": env["VALKEY_SESSIONS_CONFIG"]}])
 
 
 class Kubernetes(unittest.TestCase):
