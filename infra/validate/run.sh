@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline validation of infra/ (no provider, image or cluster can be downloaded here):
-#   1. every .tf parses (python-hcl2), the security-group, compose and manifest tests pass;
+#   1. every .tf parses (python-hcl2), the security-group, cache-access, compose and manifest
+#      tests pass, and the cache user's access string works on a real Valkey (if installed);
 #   2. checkov: no failed check on the Terraform, the Dockerfile and the Kubernetes manifests
 #      (skips are inline, each with its reason);
 #   3. kubernetes-validate accepts the manifests for the oldest and newest Kubernetes we target;
@@ -14,8 +15,9 @@ venv="$here/.venv"
 [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
 
-echo "--- terraform parses; security groups, compose and manifest tests"
-(cd "$here" && "$venv/bin/python" -m unittest -v test_infra)
+echo "--- terraform parses; security groups, cache access, compose and manifest tests"
+echo "    (test_cache_acl tries the cache user's access string on a local valkey-server; skipped without one)"
+(cd "$here" && "$venv/bin/python" -m unittest -v test_infra test_cache_acl)
 
 echo "--- checkov (terraform, dockerfile, kubernetes)"
 # --skip-download: no Prisma Cloud account and no network; the bundled checks are used.

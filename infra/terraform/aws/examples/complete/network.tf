@@ -1,13 +1,14 @@
 # A VPC with private subnets only, used when var.vpc_id is null. Tasks reach ECR, S3 (image
-# layers) and CloudWatch Logs through VPC endpoints, so nothing needs a NAT gateway or a route
-# to the internet.
+# layers), CloudWatch Logs and Secrets Manager (the init container's secrets) through VPC
+# endpoints, so nothing needs a NAT gateway or a route to the internet. ElastiCache IAM tokens
+# are signed in the task with the task role's credentials (from the ECS agent): no STS call.
 
 locals {
   create_vpc = var.vpc_id == null
   vpc_id     = local.create_vpc ? aws_vpc.this[0].id : var.vpc_id
   vpc_cidr   = local.create_vpc ? var.vpc_cidr : data.aws_vpc.given[0].cidr_block
   private_subnet_ids = local.create_vpc ? aws_subnet.private[*].id : var.private_subnet_ids
-  interface_endpoints = toset(["ecr.api", "ecr.dkr", "logs"])
+  interface_endpoints = toset(["ecr.api", "ecr.dkr", "logs", "secretsmanager"])
 }
 
 data "aws_vpc" "given" {

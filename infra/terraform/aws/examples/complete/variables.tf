@@ -50,6 +50,28 @@ variable "container_image" {
   type        = string
 }
 
+variable "init_container_image" {
+  description = "Image with /bin/sh for the init container that writes the certificate and token file (a copy of busybox in your ECR: the created VPC has no route to public registries)."
+  type        = string
+}
+
+variable "grpc_tls_secret_arn" {
+  description = "Full ARN of the Secrets Manager secret {\"cert\": PEM, \"key\": PEM} the tasks serve to the load balancer (infra/terraform/aws/README.md)."
+  type        = string
+}
+
+variable "grpc_auth_tokens_secret_arn" {
+  description = "Full ARN of the Secrets Manager secret holding the bearer-token file ([[token]] identity/sha256); null leaves caller authentication off."
+  type        = string
+  default     = null
+}
+
+variable "service_config_toml" {
+  description = "The service's TOML configuration, e.g. [[auth.callers]] mapping token identities to tenants; null for none."
+  type        = string
+  default     = null
+}
+
 variable "valkey_major_engine_version" {
   description = "Major Valkey version of the serverless cache."
   type        = string

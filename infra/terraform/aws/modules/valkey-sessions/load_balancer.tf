@@ -23,10 +23,13 @@ resource "aws_lb" "this" {
   tags = local.tags
 }
 
+# HTTPS to the targets: the hop from the load balancer to the tasks is encrypted too. The tasks
+# serve the certificate of grpc_tls_secret_arn; an ALB does not validate target certificates, so
+# it may be self-signed (the clients' trust ends at the listener's ACM certificate).
 resource "aws_lb_target_group" "grpc" {
   name             = "${var.name}-grpc"
   port             = local.grpc_port
-  protocol         = "HTTP"
+  protocol         = "HTTPS"
   protocol_version = "GRPC"
   target_type      = "ip"
   vpc_id           = var.vpc_id
@@ -37,7 +40,7 @@ resource "aws_lb_target_group" "grpc" {
   # as healthy. It cannot read the SERVING/NOT_SERVING body, so this is a liveness check.
   health_check {
     enabled             = true
-    protocol            = "HTTP"
+    protocol            = "HTTPS"
     port                = "traffic-port"
     path                = "/grpc.health.v1.Health/Check"
     matcher             = "0"

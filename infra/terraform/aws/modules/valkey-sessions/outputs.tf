@@ -42,3 +42,18 @@ output "kms_key_arn" {
   description = "KMS key of the cache and the logs; CloudWatch Logs may use it for log groups named /<name>/*."
   value       = local.kms_key_arn
 }
+
+output "cache_user_id" {
+  description = "ElastiCache user of the service (IAM authentication; user id = user name = the service's VALKEY_USERNAME)."
+  value       = aws_elasticache_user.service.user_id
+}
+
+output "cache_user_group_id" {
+  description = "User group of the cache: the service's IAM user and a default user that is off."
+  value       = aws_elasticache_user_group.this.user_group_id
+}
+
+output "task_role_arn" {
+  description = "Role of the service tasks: elasticache:Connect on this cache as cache_user_id, nothing else."
+  value       = aws_iam_role.task.arn
+}

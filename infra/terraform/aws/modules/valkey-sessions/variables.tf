@@ -40,6 +40,41 @@ variable "container_image" {
   type        = string
 }
 
+variable "grpc_tls_secret_arn" {
+  description = "Full ARN of the Secrets Manager secret with the certificate the tasks serve to the load balancer: JSON {\"cert\": \"<PEM chain>\", \"key\": \"<PEM key>\"}. The load balancer does not validate it, so a self-signed one will do; it encrypts the hop inside the VPC."
+  type        = string
+
+  validation {
+    # The full ARN (with Secrets Manager's 6-character suffix): the execution role is granted
+    # exactly this secret, and ECS appends :cert:: and :key:: to it.
+    condition     = can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+-[A-Za-z0-9]{6}$", var.grpc_tls_secret_arn))
+    error_message = "grpc_tls_secret_arn must be the full secret ARN, ending in the 6-character suffix."
+  }
+}
+
+variable "grpc_auth_tokens_secret_arn" {
+  description = "Full ARN of the Secrets Manager secret whose value is the service's bearer-token file (GRPC_AUTH_TOKENS_FILE: [[token]] tables of identity and sha256). Set, every session RPC must carry a token (auth.required); null leaves caller authentication off."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.grpc_auth_tokens_secret_arn == null || can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+-[A-Za-z0-9]{6}$", var.grpc_auth_tokens_secret_arn))
+    error_message = "grpc_auth_tokens_secret_arn must be null or the full secret ARN, ending in the 6-character suffix."
+  }
+}
+
+variable "service_config_toml" {
+  description = "The service's TOML configuration file (VALKEY_SESSIONS_CONFIG), e.g. the [[auth.callers]] that give each token identity its tenant and methods (docs/configuration.md). Stored in the task definition: no secrets here. null: none."
+  type        = string
+  default     = null
+}
+
+variable "init_container_image" {
+  description = "Image with /bin/sh of the init container that writes the certificate, the token file and the configuration file into the task's volume before the service starts. Pin it by digest; without internet access from the subnets, mirror it to ECR (ECR images get pull permissions for exactly their repository)."
+  type        = string
+  default     = "public.ecr.aws/docker/library/busybox:1.37"
+}
+
 variable "valkey_major_engine_version" {
   description = "Major Valkey version of the serverless cache."
   type        = string
@@ -76,6 +111,18 @@ variable "kms_key_arn" {
   default     = null
 }
 
+variable "valkey_key_prefix" {
+  description = "The service's valkey.key_prefix (VALKEY_SESSIONS_VALKEY__KEY_PREFIX). The cache user may touch only keys that start with it; tenant prefixes live under it."
+  type        = string
+  default     = "vs:"
+
+  validation {
+    # No ACL glob characters (* ? [ ] \\) and no hash-tag braces.
+    condition     = can(regex("^[A-Za-z0-9._:-]{1,32}$", var.valkey_key_prefix))
+    error_message = "valkey_key_prefix must be 1-32 letters, digits, '.', '_', ':' or '-'."
+  }
+}
+
 variable "desired_count" {
   description = "Service tasks to run (spread across the subnets' zones)."
   type        = number
@@ -107,7 +154,7 @@ variable "extra_environment" {
 }
 
 variable "enable_gateway" {
-  description = "Also run the todo gateway demo (HTTP 8080) as a second container of the task, reachable on the load balancer's port 8443."
+  description = "Also run the todo gateway demo (HTTP 8080) as a container of the task, reachable on the load balancer's port 8443. Its client settings for the service's TLS and tokens come with the gateway's own change (issue 13, part 4)."
   type        = bool
   default     = false
 }

@@ -4,9 +4,9 @@ terraform {
   required_providers {
     aws = {
       source = "hashicorp/aws"
-      # aws_elasticache_serverless_cache with engine "valkey" and the VPC security group rule
-      # resources need 5.x; 6.x is accepted.
-      version = ">= 5.70, < 7.0"
+      # 6.x: aws_elasticache_user and aws_elasticache_user_group take a lowercase engine
+      # (5.x releases validated the group's engine as "REDIS" only, 6.0 deprecated uppercase).
+      version = ">= 6.0, < 7.0"
     }
   }
 }
