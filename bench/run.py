@@ -11,7 +11,9 @@ and the ElastiCache-Serverless-shaped TLS pair: primary P, replica P+1) it measu
      requests, differenced so the working set's creation cancels out;
   4. memory per session (used_memory delta) next to Spring Session's RedisIndexedSessionRepository
      layout for the same data, written with valkey-cli --pipe;
-  5. the service's peak RSS (VmHWM).
+  5. the service's peak RSS (VmHWM);
+  6. the cost of security on the hot path: Get over TLS with a bearer token against plaintext
+     without auth, alternating on the same Valkey (issue 13).
 
 Results go to target/bench/results.json and, unless --no-doc, into docs/benchmarks.md between
 the `bench:begin` and `bench:end` markers. --check exits 1 on any RPC error or any RPC that is
@@ -21,6 +23,7 @@ not exactly one Valkey round trip.
 import argparse
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import pathlib
@@ -164,7 +167,7 @@ class Monitor:
 class Service:
     """The valkey-sessions binary against a topology."""
 
-    def __init__(self, binaries, valkey, workdir):
+    def __init__(self, binaries, valkey, workdir, secured=None):
         self.grpc_port = free_ports(1)
         env = {
             "PATH": os.environ.get("PATH", ""),
@@ -177,12 +180,21 @@ class Service:
         if valkey.tls:
             env.update(VALKEY_SESSIONS_PROFILE="cloud", VALKEY_CA_FILE=valkey.ca,
                        VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK="true")
-        self.log = open(workdir / f"service-{valkey.topology}.log", "w")
+        # Secured: TLS on the gRPC port and a bearer token required (Secured.env), and the
+        # caller flags session-bench and health-probe need to match.
+        self.caller_flags = []
+        scheme = "http"
+        if secured:
+            env.update(secured.env)
+            self.caller_flags = secured.caller_flags
+            scheme = "https"
+        suffix = "-secured" if secured else ""
+        self.log = open(workdir / f"service-{valkey.topology}{suffix}.log", "w")
         self.process = subprocess.Popen([str(binaries / "valkey-sessions")], env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT)
-        self.addr = f"http://127.0.0.1:{self.grpc_port}"
+        self.addr = f"{scheme}://127.0.0.1:{self.grpc_port}"
         deadline = time.monotonic() + 30
-        while subprocess.run([str(binaries / "health-probe"), "--addr", self.addr],
+        while subprocess.run([str(binaries / "health-probe"), "--addr", self.addr, *self.caller_flags],
                              capture_output=True).returncode != 0:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the service did not become SERVING; see {self.log.name}")
@@ -223,7 +235,7 @@ class Runner:
         """One session-bench run; returns its JSON report."""
         out = self.workdir / "session-bench.json"
         args = [str(self.binaries / "session-bench"), "--addr", service.addr, "--op", op,
-                "--server-pid", str(service.pid), "--json", str(out)]
+                "--server-pid", str(service.pid), "--json", str(out), *service.caller_flags]
         for flag, value in flags.items():
             args += [f"--{flag.replace('_', '-')}", str(value)]
         self.run(args, stdout=subprocess.DEVNULL)
@@ -322,6 +334,33 @@ class Runner:
             result["peak_rss_kib"] = service.peak_rss_kib()
             return result
 
+    def security_cost(self):
+        """Get over TLS with a bearer token against plaintext without auth, alternating twice on
+        the same Valkey so drift on a shared machine hits both alike."""
+        log("--- security on the hot path (Get: TLS + token vs plaintext)")
+        secured = Secured(self.workdir / "secured")
+        valkey = Valkey("standalone", self.workdir)
+        runs = {"plaintext": [], "tls_token": []}
+        try:
+            for _ in range(2):
+                for name, sec in (("plaintext", None), ("tls_token", secured)):
+                    service = Service(self.binaries, valkey, self.workdir, secured=sec)
+                    try:
+                        runs[name].append(self.bench(service, "get", **self.load()))
+                    finally:
+                        service.stop()
+        finally:
+            valkey.stop()
+        mean = lambda rs, key: sum(r[key] if key != "rps" else r["total"]["rps"] for r in rs) / len(rs)
+        summary = {name: {"rps": mean(rs, "rps"), "server_cpu_us_per_rpc": mean(rs, "server_cpu_us_per_rpc"),
+                          "p99_us": mean([r["total"] for r in rs], "p99_us"),
+                          "errors": sum(sum(r["errors"].values()) for r in rs)}
+                   for name, rs in runs.items()}
+        summary["rps_loss"] = 1 - summary["tls_token"]["rps"] / summary["plaintext"]["rps"]
+        log(f"security: plaintext {summary['plaintext']['rps']:.0f} rps, TLS + token "
+            f"{summary['tls_token']['rps']:.0f} rps ({summary['rps_loss']:.1%} fewer)")
+        return summary
+
     def memory(self):
         log("--- memory per session")
         n = self.options.memory_sessions
@@ -363,6 +402,35 @@ class Runner:
                 "spring_hash_encoding": encoding,
                 "ratio": ours_total / spring_total,
             }
+
+
+class Secured:
+    """TLS material (a throwaway CA and a certificate for 127.0.0.1), a token, its hash and a
+    config that requires it: what the service and its callers need for a secured run."""
+
+    def __init__(self, directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        d = directory
+
+        def openssl(*args):
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=bench CA",
+                "-keyout", d / "ca.key", "-out", d / "ca.pem")
+        openssl("req", *ec, "-subj", "/CN=localhost", "-keyout", d / "grpc.key", "-out", d / "grpc.csr")
+        (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+        openssl("x509", "-req", "-in", d / "grpc.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", d / "ext.cnf", "-out", d / "grpc.pem")
+        token = uuid.uuid4().hex + uuid.uuid4().hex
+        (d / "token").write_text(token)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        (d / "tokens.toml").write_text(f'[[token]]\nidentity = "bench"\nsha256 = "{digest}"\n')
+        (d / "config.toml").write_text('[auth]\nrequired = true\n\n[[auth.callers]]\nidentity = "bench"\n')
+        self.env = {"GRPC_TLS_CERT_FILE": str(d / "grpc.pem"), "GRPC_TLS_KEY_FILE": str(d / "grpc.key"),
+                    "GRPC_AUTH_TOKENS_FILE": str(d / "tokens.toml"),
+                    "VALKEY_SESSIONS_CONFIG": str(d / "config.toml")}
+        self.caller_flags = ["--service-ca-file", str(d / "ca.pem"), "--service-token-file", str(d / "token")]
 
 
 def java_long(value):
@@ -529,6 +597,20 @@ def render(results):
         f"**valkey-sessions needs {mem['ratio']:.0%} of the Spring layout's memory** "
         f"({mem['sessions']:,} sessions each).",
         "",
+    ]
+    sec = results["security"]
+    lines += [
+        "#### Security on the hot path: Get over TLS with a bearer token (standalone)",
+        "",
+        "| Get | RPS | p99 ms | errors | service CPU µs/RPC |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {label} | {sec[k]['rps']:,.0f} | {ms(sec[k]['p99_us'])} | {sec[k]['errors']} | "
+          f"{sec[k]['server_cpu_us_per_rpc']:.1f} |"
+          for k, label in (("plaintext", "plaintext, no auth"), ("tls_token", "TLS 1.3 + bearer token (auth required)"))),
+        "",
+        f"**TLS + token: {sec['rps_loss']:.1%} fewer RPS than plaintext** (goal: at most 15%); "
+        "each row is the mean of two runs, alternated on the same Valkey.",
+        "",
         "<details><summary>Exact commands of this run</summary>",
         "",
         "```",
@@ -542,6 +624,9 @@ def render(results):
 
 def check(results):
     problems = []
+    for name in ("plaintext", "tls_token"):
+        if results["security"][name]["errors"]:
+            problems.append(f"security {name}: {results['security'][name]['errors']} errors")
     for name in ("standalone", "serverless"):
         t = results[name]
         for op, r in {**t["rpcs"], "half-peak get": t["half_peak_get"]}.items():
@@ -582,6 +667,7 @@ def main():
     results["standalone"] = runner.topology("standalone")
     results["serverless"] = runner.topology("serverless")
     results["memory"] = runner.memory()
+    results["security"] = runner.security_cost()
     results["commands"] = runner.commands
     out = runner.workdir / "results.json"
     out.write_text(json.dumps(results, indent=2))

@@ -42,7 +42,8 @@ class Check(unittest.TestCase):
             "half_peak_get": {"errors": {}},
             "counts": {"get": {"round_trips": trips, "errors": {}}},
         }
-        return {"standalone": topology, "serverless": topology}
+        security = {"plaintext": {"errors": 0}, "tls_token": {"errors": 0}}
+        return {"standalone": topology, "serverless": topology, "security": security}
 
     def test_passes_one_round_trip_without_errors(self):
         self.assertEqual(run.check(self.results()), [])
@@ -50,6 +51,9 @@ class Check(unittest.TestCase):
     def test_fails_on_an_extra_round_trip_or_an_error(self):
         self.assertTrue(run.check(self.results(trips=2.0)))
         self.assertTrue(run.check(self.results(errors={"UNAVAILABLE": 1})))
+        failing = self.results()
+        failing["security"]["tls_token"]["errors"] = 3
+        self.assertTrue(run.check(failing))
 
 
 class SpringLayout(unittest.TestCase):

@@ -140,6 +140,173 @@ async fn secure_cookies_when_configured_for_https() {
     assert!(line.contains("Secure"), "{line}");
 }
 
+/// The Set-Cookie line of a first visit with the given headers.
+async fn first_cookie(url: String, headers: &[(&str, &str)]) -> String {
+    let mut request = bare().get(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    set_cookie(&response).unwrap().1
+}
+
+#[tokio::test]
+async fn cookies_are_secure_whenever_the_browser_came_over_https() {
+    let https = [("x-forwarded-proto", "https")];
+    // Behind a trusted proxy: its X-Forwarded-Proto decides.
+    let proxied = Stack::start_with(&[], &[("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")]);
+    assert!(
+        first_cookie(proxied.url("/todos"), &https)
+            .await
+            .contains("Secure")
+    );
+    let plain = first_cookie(proxied.url("/todos"), &[]).await;
+    assert!(
+        !plain.contains("Secure"),
+        "plain HTTP from the proxy: {plain}"
+    );
+    // Anyone else's X-Forwarded-Proto is ignored.
+    let direct = Stack::start();
+    let spoofed = first_cookie(direct.url("/todos"), &https).await;
+    assert!(
+        !spoofed.contains("Secure"),
+        "an untrusted peer's header: {spoofed}"
+    );
+    // The cloud profile: always.
+    let cloud = Stack::start_with(&[], &[("GATEWAY_PROFILE", "cloud")]);
+    assert!(
+        first_cookie(cloud.url("/todos"), &[])
+            .await
+            .contains("Secure")
+    );
+
+    // Served over HTTPS by the gateway itself (h2 or HTTP/1.1), certificate from files.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::secure::Pki::new(dir.path(), "gw");
+    let cert = pki.server("gateway");
+    let (c, k) = (
+        cert.cert.display().to_string(),
+        cert.key.display().to_string(),
+    );
+    let tls = Stack::start_with(
+        &[],
+        &[("GATEWAY_TLS_CERT_FILE", &c), ("GATEWAY_TLS_KEY_FILE", &k)],
+    );
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+    let client = Client::builder().add_root_certificate(ca).build().unwrap();
+    let response = client
+        .get(format!("https://{}/todos", tls.gateway.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(set_cookie(&response).unwrap().1.contains("Secure"));
+}
+
+#[tokio::test]
+async fn state_changing_requests_from_a_foreign_origin_are_refused() {
+    let stack = Stack::start_with(
+        &[],
+        &[("GATEWAY_ALLOWED_ORIGINS", "https://app.example.com")],
+    );
+    let browser = browser();
+    let first = browser.get(stack.url("/todos")).send().await.unwrap();
+    let (id, _) = set_cookie(&first).unwrap();
+    let own = format!("http://{}", stack.gateway.addr);
+    let new = json!({"title": "t", "description": "d"});
+    for (origin, fetch_site, expected) in [
+        (Some("https://evil.example"), None, StatusCode::FORBIDDEN),
+        (Some("null"), None, StatusCode::FORBIDDEN),
+        (None, Some("cross-site"), StatusCode::FORBIDDEN),
+        (Some(own.as_str()), None, StatusCode::CREATED),
+        (Some("https://app.example.com"), None, StatusCode::CREATED),
+        (None, None, StatusCode::CREATED),
+    ] {
+        let mut request = browser.post(stack.url("/todos")).json(&new);
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        if let Some(site) = fetch_site {
+            request = request.header("sec-fetch-site", site);
+        }
+        let response = request.send().await.unwrap();
+        if expected == StatusCode::FORBIDDEN {
+            let body = assert_error(response, expected).await;
+            assert_eq!(body["error"], "forbidden");
+        } else {
+            assert_eq!(response.status(), expected, "{origin:?} {fetch_site:?}");
+        }
+    }
+    let stored = stack.stored(&id).await.unwrap();
+    assert_eq!(
+        stored.as_array().unwrap().len(),
+        1 + 3,
+        "only the allowed three were added"
+    );
+    for method in [reqwest::Method::DELETE, reqwest::Method::PATCH] {
+        let response = browser
+            .request(method, stack.url("/todos/whatever"))
+            .header(header::ORIGIN, "https://evil.example")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    let logout = browser
+        .post(stack.url("/logout"))
+        .header(header::ORIGIN, "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::FORBIDDEN);
+    assert!(
+        stack.stored(&id).await.is_ok(),
+        "a forged logout ends nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_authenticates_to_a_secured_service_like_any_caller() {
+    let valkey = Valkey::standalone();
+    let secured = support::secure::Secured::new(&[], "");
+    let service = Service::start_secured(&valkey.url(), &secured, &[]);
+    let caller = secured.caller(Some(support::secure::GATEWAY_TOKEN));
+    let url = format!("https://{}", service.addr);
+    let ca = caller.ca_file.clone().unwrap().display().to_string();
+    let token = caller.token_file.clone().unwrap().display().to_string();
+    let gateway = Service::gateway(
+        service.addr,
+        &[
+            ("SESSION_SERVICE_URL", &url),
+            ("SESSION_SERVICE_CA_FILE", &ca),
+            ("SESSION_SERVICE_TOKEN_FILE", &token),
+        ],
+    );
+    let response = browser()
+        .get(format!("http://{}/todos", gateway.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_of(response).await[0]["title"], "Hello World");
+    // Without its token the same gateway is refused by the service: never a silent success.
+    let anonymous = Service::gateway(
+        service.addr,
+        &[
+            ("SESSION_SERVICE_URL", &url),
+            ("SESSION_SERVICE_CA_FILE", &ca),
+        ],
+    );
+    let refused = bare()
+        .get(format!("http://{}/todos", anonymous.addr))
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.status().is_server_error(), "{}", refused.status());
+}
+
 #[tokio::test]
 async fn add_toggle_edit_delete_round_trip() {
     let stack = Stack::start();

@@ -603,7 +603,7 @@ class Kubernetes(unittest.TestCase):
         self.assertEqual(command[0], "/usr/local/bin/health-probe")
         self.assertEqual(command[command.index("--addr") + 1], "https://localhost:50051")
         self.assertEqual(command[command.index("--service") + 1], "session.v1.SessionService")
-        self.assertEqual(command[command.index("--ca-file") + 1], "/etc/valkey-sessions/tls/ca.crt")
+        self.assertEqual(command[command.index("--service-ca-file") + 1], "/etc/valkey-sessions/tls/ca.crt")
         self.assertEqual(container["startupProbe"]["tcpSocket"]["port"], "grpc")
         self.assertEqual(container["livenessProbe"]["tcpSocket"]["port"], "grpc")
         self.assertGreater(pod["terminationGracePeriodSeconds"], 10)

@@ -7,13 +7,15 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+
+use super::security::Cookies;
 use serde::Serialize;
 use tonic_health::pb::health_check_response::ServingStatus;
 use utoipa::{OpenApi, ToSchema};
 
 use super::{
     AppState,
-    error::{ApiError, BodyErrors, ErrorBody, SessionErrors},
+    error::{ApiError, BodyErrors, CsrfErrors, ErrorBody, SessionErrors},
     sessions::TodoSession,
     todos::{self, NewTodo, Todo, TodoPatch},
 };
@@ -58,10 +60,10 @@ pub struct Health {
 )]
 pub async fn list_todos(
     State(state): State<AppState>,
-    jar: CookieJar,
+    cookies: Cookies,
 ) -> Result<Response, ApiError> {
-    let session = state.sessions.list(cookie(&jar)).await?;
-    let jar = state.remember(jar, &session);
+    let session = state.sessions.list(cookie(&cookies.jar)).await?;
+    let jar = state.remember(cookies, &session);
     Ok((jar, Json(session.todos)).into_response())
 }
 
@@ -73,15 +75,16 @@ pub async fn list_todos(
     responses(
         (status = 201, description = "The stored todo", body = Todo),
         BodyErrors,
+        CsrfErrors,
         SessionErrors,
     )
 )]
 pub async fn add_todo(
     State(state): State<AppState>,
-    jar: CookieJar,
+    cookies: Cookies,
     Body(new): Body<NewTodo>,
 ) -> Result<Response, ApiError> {
-    let (jar, todo) = state.edit(jar, |list| todos::add(list, &new)).await?;
+    let (jar, todo) = state.edit(cookies, |list| todos::add(list, &new)).await?;
     Ok((StatusCode::CREATED, jar, Json(todo)).into_response())
 }
 
@@ -96,18 +99,19 @@ pub async fn add_todo(
     responses(
         (status = 200, description = "The todo as stored", body = Todo),
         BodyErrors,
+        CsrfErrors,
         (status = 404, description = "No such todo in this session", body = ErrorBody),
         SessionErrors,
     )
 )]
 pub async fn edit_todo(
     State(state): State<AppState>,
-    jar: CookieJar,
+    cookies: Cookies,
     Path(id): Path<String>,
     Body(patch): Body<TodoPatch>,
 ) -> Result<Response, ApiError> {
     let (jar, todo) = state
-        .edit(jar, |list| todos::edit(list, &id, &patch))
+        .edit(cookies, |list| todos::edit(list, &id, &patch))
         .await?;
     Ok((jar, Json(todo)).into_response())
 }
@@ -121,16 +125,17 @@ pub async fn edit_todo(
     ),
     responses(
         (status = 204, description = "Removed"),
+        CsrfErrors,
         (status = 404, description = "No such todo in this session", body = ErrorBody),
         SessionErrors,
     )
 )]
 pub async fn delete_todo(
     State(state): State<AppState>,
-    jar: CookieJar,
+    cookies: Cookies,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (jar, ()) = state.edit(jar, |list| todos::remove(list, &id)).await?;
+    let (jar, ()) = state.edit(cookies, |list| todos::remove(list, &id)).await?;
     Ok((StatusCode::NO_CONTENT, jar).into_response())
 }
 
@@ -140,12 +145,15 @@ pub async fn delete_todo(
     params(("SESSION" = Option<String>, Cookie, description = "Session id")),
     responses(
         (status = 204, description = "Logged out; the cookie is cleared with Max-Age=0"),
+        CsrfErrors,
         (status = 503, description = "The session service is unavailable", body = ErrorBody),
     )
 )]
-pub async fn logout(State(state): State<AppState>, jar: CookieJar) -> Result<Response, ApiError> {
-    state.sessions.delete(cookie(&jar)).await?;
-    let jar = jar.remove(state.cookie(String::new()));
+pub async fn logout(State(state): State<AppState>, cookies: Cookies) -> Result<Response, ApiError> {
+    state.sessions.delete(cookie(&cookies.jar)).await?;
+    let jar = cookies
+        .jar
+        .remove(session_cookie(String::new(), cookies.secure));
     Ok((StatusCode::NO_CONTENT, jar).into_response())
 }
 
@@ -187,33 +195,36 @@ fn cookie(jar: &CookieJar) -> Option<&str> {
     jar.get(COOKIE).map(Cookie::value)
 }
 
-impl AppState {
-    /// The SESSION cookie carrying `value`, with the attributes a session cookie needs.
-    fn cookie(&self, value: String) -> Cookie<'static> {
-        Cookie::build((COOKIE, value))
-            .http_only(true)
-            .same_site(SameSite::Lax)
-            .path("/")
-            .secure(self.cookie_secure)
-            .build()
-    }
+/// The SESSION cookie carrying `value`, with the attributes a session cookie needs: `Secure`
+/// whenever the browser came over HTTPS.
+fn session_cookie(value: String, secure: bool) -> Cookie<'static> {
+    Cookie::build((COOKIE, value))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .path("/")
+        .secure(secure)
+        .build()
+}
 
+impl AppState {
     /// Runs `change` on the session's list; the jar gains the cookie if a session was started.
     async fn edit<T>(
         &self,
-        jar: CookieJar,
+        cookies: Cookies,
         change: impl Fn(&mut Vec<Todo>) -> Result<T, ApiError>,
     ) -> Result<(CookieJar, T), ApiError> {
-        let (session, out) = self.sessions.edit(cookie(&jar), change).await?;
-        Ok((self.remember(jar, &session), out))
+        let (session, out) = self.sessions.edit(cookie(&cookies.jar), change).await?;
+        Ok((self.remember(cookies, &session), out))
     }
 
     /// Sets the cookie when this request started the session.
-    fn remember(&self, jar: CookieJar, session: &TodoSession) -> CookieJar {
+    fn remember(&self, cookies: Cookies, session: &TodoSession) -> CookieJar {
         if session.created {
-            jar.add(self.cookie(session.id.clone()))
+            cookies
+                .jar
+                .add(session_cookie(session.id.clone(), cookies.secure))
         } else {
-            jar
+            cookies.jar
         }
     }
 }

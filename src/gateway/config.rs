@@ -1,10 +1,13 @@
 //! Gateway settings: flags and environment variables, checked once at start-up.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
-use crate::{client::CallerOptions, config::LogFormat};
+use crate::{
+    client::CallerOptions,
+    config::{LogFormat, Profile},
+};
 
 /// `todo-gateway`: the todo demo over HTTP, sessions kept in valkey-sessions.
 #[derive(Debug, Clone, Parser)]
@@ -22,9 +25,31 @@ pub struct GatewayConfig {
     )]
     pub session_service_url: String,
 
-    /// Mark the SESSION cookie `Secure` (set when browsers reach the gateway over HTTPS).
+    /// `cloud`: browsers always arrive over HTTPS, so the SESSION cookie is always `Secure`.
+    #[arg(long, env = "GATEWAY_PROFILE", value_enum, default_value_t = Profile::Local)]
+    pub profile: Profile,
+
+    /// Mark the SESSION cookie `Secure` on every answer, whatever the request looked like.
     #[arg(long, env = "GATEWAY_COOKIE_SECURE", default_value_t = false)]
     pub cookie_secure: bool,
+
+    /// Proxies whose `X-Forwarded-Proto` and `X-Forwarded-Host` are believed: addresses or
+    /// networks, comma-separated (e.g. `10.0.0.0/8,127.0.0.1`).
+    #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = super::security::parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Origins besides the gateway's own that may send POST, PATCH and DELETE, comma-separated
+    /// (e.g. `https://app.example.com`).
+    #[arg(long, env = "GATEWAY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Serve HTTPS with this PEM certificate chain (re-read when it changes).
+    #[arg(long, env = "GATEWAY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of `GATEWAY_TLS_CERT_FILE`.
+    #[arg(long, env = "GATEWAY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
 
     /// Deadline of every call to the session service (sent as `grpc-timeout`).
     #[arg(long, env = "GATEWAY_CALL_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -54,6 +79,18 @@ impl GatewayConfig {
         }
         if self.call_timeout.is_zero() {
             return Err("GATEWAY_CALL_TIMEOUT must be greater than zero".into());
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err("GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE go together".into());
+        }
+        for origin in &self.allowed_origins {
+            if !(origin.starts_with("https://") || origin.starts_with("http://"))
+                || origin.ends_with('/')
+            {
+                return Err(format!(
+                    "GATEWAY_ALLOWED_ORIGINS `{origin}`: expected scheme://host[:port] without a path"
+                ));
+            }
         }
         Ok(())
     }

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// No such todo in this session.
     #[error("{0}")]
     NotFound(String),
+    /// A state-changing request from a foreign origin (CSRF).
+    #[error("{0}")]
+    Forbidden(String),
     /// Concurrent edits of one session kept colliding.
     #[error("{0}")]
     Conflict(String),
@@ -69,6 +72,21 @@ pub enum SessionErrors {
     Unavailable(ErrorBody),
 }
 
+/// The answer of a state-changing operation called from a foreign origin (OpenAPI only).
+#[derive(IntoResponses)]
+#[allow(
+    dead_code,
+    reason = "never built: it only describes responses to utoipa"
+)]
+pub enum CsrfErrors {
+    /// See [`ApiError::Forbidden`].
+    #[response(
+        status = 403,
+        description = "Sent from a foreign Origin (CSRF protection)"
+    )]
+    Forbidden(ErrorBody),
+}
+
 /// The error answers of every operation with a JSON body (OpenAPI only).
 #[derive(IntoResponses)]
 #[allow(
@@ -102,6 +120,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -7,14 +7,16 @@
 mod api;
 mod config;
 mod error;
+mod security;
 mod sessions;
 mod todos;
 
 pub use api::ApiDoc;
 pub use config::GatewayConfig;
+pub use security::BrowserPolicy;
 pub use sessions::Sessions;
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, io, net::SocketAddr, pin::Pin};
 
 use axum::{
     Router,
@@ -23,11 +25,17 @@ use axum::{
     response::{Html, Response},
     routing::{get, patch, post},
 };
+use futures::{Stream, StreamExt};
 use opentelemetry::global;
 use opentelemetry_http::HeaderExtractor;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::{
+    config::{GrpcTlsConfig, Profile},
+    tls::{self, Conn, ServerTls},
+};
 
 /// Largest request body: above the largest valid todo even when every character arrives as a
 /// JSON `\uXXXX` surrogate pair (2200 characters × 12 bytes), so only invalid bodies hit it.
@@ -37,7 +45,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     sessions: Sessions,
-    cookie_secure: bool,
+    policy: std::sync::Arc<BrowserPolicy>,
 }
 
 /// Why the gateway could not run.
@@ -56,11 +64,11 @@ pub enum GatewayError {
     },
 }
 
-/// The gateway's routes over `sessions`.
-pub fn router(sessions: Sessions, cookie_secure: bool) -> Router {
+/// The gateway's routes over `sessions`, guarded by `policy`.
+pub fn router(sessions: Sessions, policy: BrowserPolicy) -> Router {
     let state = AppState {
         sessions,
-        cookie_secure,
+        policy: std::sync::Arc::new(policy),
     };
     Router::new()
         .route("/", get(page))
@@ -74,6 +82,10 @@ pub fn router(sessions: Sessions, cookie_secure: bool) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/openapi.json", get(api::openapi))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::csrf,
+        ))
         .layer(middleware::from_fn(trace))
         .with_state(state)
 }
@@ -103,11 +115,82 @@ pub async fn run(
             addr: listen,
             source,
         })?;
-    tracing::info!(%addr, service = %config.session_service_url, "gateway listening");
-    axum::serve(listener, router(sessions, config.cookie_secure))
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let files = GrpcTlsConfig {
+                cert_file: Some(cert.clone()),
+                key_file: Some(key.clone()),
+                client_ca_file: None,
+                reload_interval: std::time::Duration::from_secs(5),
+            };
+            let tls = ServerTls::load_with_alpn(&files, &[b"h2", b"http/1.1"])
+                .map_err(|e| GatewayError::Config(e.to_string()))?;
+            tls.watch(&files);
+            Some(tls)
+        }
+        _ => None,
+    };
+    let policy = BrowserPolicy {
+        always_https: tls.is_some() || config.cookie_secure || config.profile == Profile::Cloud,
+        trusted_proxies: config.trusted_proxies.clone(),
+        allowed_origins: config.allowed_origins.clone(),
+    };
+    tracing::info!(
+        %addr,
+        https = tls.is_some(),
+        service = %config.session_service_url,
+        "gateway listening"
+    );
+    let app = router(sessions, policy).into_make_service_with_connect_info::<PeerAddr>();
+    let listener = Incoming {
+        conns: tls::incoming(listener, tls),
+        addr,
+    };
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| GatewayError::Listen { addr, source })
+}
+
+/// The address of the peer of a request (a request extension, as `ConnectInfo<PeerAddr>`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Incoming>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Incoming>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// Accepted connections (plaintext or HTTPS) as an axum listener.
+struct Incoming {
+    conns: Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send>>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for Incoming {
+    type Io = Conn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.conns.next().await {
+                Some(Ok(conn)) => {
+                    let peer = conn.peer().unwrap_or(self.addr);
+                    return (conn, peer);
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "accept failed"),
+                // The accept loop only ends with the listener; nothing more will come.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
 }
 
 /// The one-page UI: plain HTML and JavaScript, no build step, no CDN.

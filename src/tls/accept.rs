@@ -112,6 +112,13 @@ fn handshake_failed(why: &str) {
     tracing::debug!(error = why, "tls handshake failed");
 }
 
+impl Conn {
+    /// The peer's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.info.remote_addr
+    }
+}
+
 impl Connected for Conn {
     type ConnectInfo = PeerInfo;
 

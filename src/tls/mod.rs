@@ -32,15 +32,25 @@ pub struct TlsError {
 #[derive(Clone)]
 pub struct ServerTls {
     current: Arc<ArcSwap<ServerConfig>>,
+    alpn: Vec<Vec<u8>>,
 }
 
 impl ServerTls {
-    /// Loads the files named in `cfg`; at start-up an error here stops the process.
+    /// Loads the files named in `cfg` for gRPC (ALPN `h2`); at start-up an error here stops the
+    /// process.
     pub fn load(cfg: &GrpcTlsConfig) -> Result<Self, TlsError> {
-        let (config, not_after) = build(cfg)?;
+        Self::load_with_alpn(cfg, &[b"h2"])
+    }
+
+    /// Loads the files named in `cfg`, offering the given ALPN protocols (HTTP servers add
+    /// `http/1.1`).
+    pub fn load_with_alpn(cfg: &GrpcTlsConfig, alpn: &[&[u8]]) -> Result<Self, TlsError> {
+        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+        let (config, not_after) = build(cfg, &alpn)?;
         record_expiry(not_after);
         Ok(Self {
             current: Arc::new(ArcSwap::from_pointee(config)),
+            alpn,
         })
     }
 
@@ -53,13 +63,14 @@ impl ServerTls {
             .collect();
         let current = self.current.clone();
         let cfg = cfg.clone();
+        let alpn = self.alpn.clone();
         crate::reload::spawn(
             "grpc tls certificate",
             "grpc_tls_reloads_total",
             paths,
             cfg.reload_interval,
             move || {
-                let (config, not_after) = build(&cfg).map_err(|e| e.to_string())?;
+                let (config, not_after) = build(&cfg, &alpn).map_err(|e| e.to_string())?;
                 current.store(Arc::new(config));
                 record_expiry(not_after);
                 Ok(())
@@ -76,7 +87,7 @@ impl ServerTls {
 /// The longest a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn build(cfg: &GrpcTlsConfig) -> Result<(ServerConfig, i64), TlsError> {
+fn build(cfg: &GrpcTlsConfig, alpn: &[Vec<u8>]) -> Result<(ServerConfig, i64), TlsError> {
     let (Some(cert_path), Some(key_path)) = (&cfg.cert_file, &cfg.key_file) else {
         return Err(TlsError {
             path: "grpc.tls".into(),
@@ -111,7 +122,7 @@ fn build(cfg: &GrpcTlsConfig) -> Result<(ServerConfig, i64), TlsError> {
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| bad(key_path, format!("does not match the certificate: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.to_vec();
     Ok((config, not_after))
 }
 

@@ -158,15 +158,18 @@ locals {
     user                   = "65532:65532"
     entryPoint             = ["/usr/local/bin/todo-gateway"]
     portMappings           = [{ containerPort = local.gateway_port, protocol = "tcp", name = "http" }]
-    # Issue 13: the service serves TLS (and may require a token); the gateway's settings for both
-    # come with the gateway's own change, until then it cannot call the service.
+    # The service serves TLS on loopback too: the gateway trusts the served certificate (a
+    # self-signed certificate is its own anchor) and, when tokens are required, needs its own
+    # token file (not minted by this module; see the variable's description).
     environment = [
-      { name = "SESSION_SERVICE_URL", value = "http://127.0.0.1:${local.grpc_port}" },
+      { name = "SESSION_SERVICE_URL", value = "https://localhost:${local.grpc_port}" },
+      { name = "SESSION_SERVICE_CA_FILE", value = "${local.files_dir}/tls/tls.crt" },
       { name = "GATEWAY_LISTEN", value = "0.0.0.0:${local.gateway_port}" },
       # Browsers reach it through the HTTPS listener only.
       { name = "GATEWAY_COOKIE_SECURE", value = "true" },
       { name = "LOG_FORMAT", value = "json" },
     ]
+    mountPoints      = [{ sourceVolume = local.files_volume, containerPath = local.files_dir, readOnly = true }]
     dependsOn        = [{ containerName = "valkey-sessions", condition = "START" }]
     logConfiguration = local.log_configuration
   }

@@ -154,7 +154,7 @@ variable "extra_environment" {
 }
 
 variable "enable_gateway" {
-  description = "Also run the todo gateway demo (HTTP 8080) as a container of the task, reachable on the load balancer's port 8443. Its client settings for the service's TLS and tokens come with the gateway's own change (issue 13, part 4)."
+  description = "Also run the todo gateway demo (HTTP 8080) as a container of the task, reachable on the load balancer's port 8443. It calls the service over the task's loopback with SESSION_SERVICE_URL=https://localhost:50051; give it SESSION_SERVICE_CA_FILE and SESSION_SERVICE_TOKEN_FILE (docs/security.md) through gateway_extra_environment-style wiring before enabling it with required tokens: the module does not mint a gateway token."
   type        = bool
   default     = false
 }
