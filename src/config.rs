@@ -317,6 +317,23 @@ pub struct SessionConfig {
     /// Longest absolute lifetime a Create may ask for.
     #[serde(with = "humantime_serde")]
     pub max_absolute_timeout: Duration,
+    /// Live sessions one principal may have; 0 means no limit.
+    #[serde(default)]
+    pub max_per_principal: usize,
+    /// What a login beyond `max_per_principal` does.
+    #[serde(default)]
+    pub on_limit: OnLimit,
+}
+
+/// What happens when a principal would exceed `sessions.max_per_principal`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimit {
+    /// The least recently active session of the principal is revoked (Spring Security's default).
+    #[default]
+    RevokeOldest,
+    /// The new session is refused with RESOURCE_EXHAUSTED.
+    Reject,
 }
 
 /// Logging settings.
@@ -408,6 +425,8 @@ impl Config {
                 max_idle_timeout: Duration::from_secs(24 * 3600),
                 default_absolute_timeout: None,
                 max_absolute_timeout: Duration::from_secs(30 * 24 * 3600),
+                max_per_principal: 0,
+                on_limit: OnLimit::RevokeOldest,
             },
             limits: Limits::default(),
             log: LogConfig {

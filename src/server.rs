@@ -120,7 +120,7 @@ pub async fn run(
     security.watch(&config);
     let tenants = Tenants::from_config(&config).expect("validated at start-up");
     let pool = store::build_pool(&config.valkey).await?;
-    let store = SessionStore::new(pool, config.valkey.read_from);
+    let store = SessionStore::new(pool, config.valkey.read_from, &config.valkey.key_prefix);
     if store::connect(store.pool(), config.valkey.connect_timeout).await {
         if let Err(e) = store.load_scripts().await {
             tracing::warn!(error = %e, "could not preload scripts; they load on first use");

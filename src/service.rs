@@ -10,10 +10,12 @@ use crate::{
     auth::Caller,
     proto::{
         self, Consistency, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-        GetRequest, GetResponse, PutRequest, PutResponse, RotateRequest, RotateResponse,
+        GetRequest, GetResponse, ListSessionsRequest, ListSessionsResponse, PutRequest,
+        PutResponse, RevokeSessionRequest, RevokeSessionResponse, RevokeSessionsRequest,
+        RevokeSessionsResponse, RotateRequest, RotateResponse, SessionInfo,
     },
-    session::{Error, Session, SessionId, expiry_ms, now_ms},
-    store::{Delta, SessionStore},
+    session::{Error, HANDLE_LEN, Limits, Session, SessionId, expiry_ms, now_ms},
+    store::{Delta, Page, SessionEntry, SessionStore},
     tenant::{Tenant, Tenants},
 };
 
@@ -58,6 +60,44 @@ impl SessionService {
         }
         Ok(Some(value))
     }
+
+    /// A principal named by a request about a principal's sessions: required, and within limits.
+    fn principal<'a>(limits: &Limits, principal: &'a str) -> Result<&'a str, Error> {
+        if principal.is_empty() {
+            return Err(Error::InvalidArgument(
+                "principal is required: the user whose sessions these are".into(),
+            ));
+        }
+        limits.check_principal(principal)?;
+        Ok(principal)
+    }
+}
+
+/// Most sessions on one ListSessions page, and the default.
+const MAX_PAGE_SIZE: u32 = 100;
+const DEFAULT_PAGE_SIZE: u32 = 20;
+/// Most display attributes one ListSessions may ask for.
+const MAX_DISPLAY_ATTRIBUTES: usize = 8;
+
+/// A Put's delta applied in memory, for a Put that moves the session to its new principal's
+/// slot: the same rules as `scripts/put.lua`.
+fn apply(session: &mut Session, delta: &Delta, limits: &Limits) -> Result<(), Error> {
+    if let Some(expected) = delta.expected_version.filter(|v| *v + 1 != session.version) {
+        return Err(Error::VersionConflict {
+            expected,
+            current: session.version - 1,
+        });
+    }
+    for (name, value) in &delta.set {
+        session.attributes.insert(name.clone(), value.clone());
+    }
+    for name in &delta.remove {
+        session.attributes.remove(name);
+    }
+    if let Some(idle) = delta.idle_timeout_ms {
+        session.idle_timeout_ms = idle;
+    }
+    limits.check_totals(&session.attributes)
 }
 
 #[tonic::async_trait]
@@ -86,9 +126,19 @@ impl proto::session_service_server::SessionService for SessionService {
             lifetimes.max_absolute_timeout,
         )?;
 
+        // A principal's sessions live in its slot, with its index; anonymous ones anywhere.
+        let tag = if req.principal.is_empty() {
+            None
+        } else {
+            Some(self.store.principal_tag(&tenant, &req.principal).await?)
+        };
+        let fresh = || match &tag {
+            Some(tag) => SessionId::generate_in(tag),
+            None => SessionId::generate(),
+        };
         let now = now_ms();
         let mut session = Session {
-            id: SessionId::generate(),
+            id: fresh(),
             attributes: req.attributes,
             principal: req.principal,
             version: 1,
@@ -100,13 +150,18 @@ impl proto::session_service_server::SessionService for SessionService {
         // SET NX refuses an existing key: a 256-bit collision is practically impossible, but a
         // retry with a fresh id is cheaper than reasoning about it.
         for _ in 0..2 {
-            if self.store.create(&tenant, &session).await? {
+            let created = if tag.is_some() {
+                self.store.create_indexed(&tenant, &session).await?
+            } else {
+                self.store.create(&tenant, &session).await?
+            };
+            if created {
                 tracing::debug!(session = %session.id.fingerprint(), "created");
                 return Ok(Response::new(CreateResponse {
                     session: Some(to_proto(session)),
                 }));
             }
-            session.id = SessionId::generate();
+            session.id = fresh();
         }
         Err(Error::Internal("could not allocate a unique session id".into()).into())
     }
@@ -120,7 +175,8 @@ impl proto::session_service_server::SessionService for SessionService {
         metrics::counter!("session_gets_total", "source" => source.as_str()).increment(1);
         let session = session.ok_or(Error::NotFound)?;
         if session.needs_touch(now_ms()) {
-            self.store.touch_in_background(&tenant, &id);
+            self.store
+                .touch_in_background(&tenant, &id, !session.principal.is_empty());
         }
         Ok(Response::new(GetResponse {
             session: Some(to_proto(session)),
@@ -158,7 +214,28 @@ impl proto::session_service_server::SessionService for SessionService {
             idle_timeout_ms: idle.map(|d| d.as_millis() as u64),
             principal: req.principal,
         };
-        let session = self.store.put(&tenant, &id, delta).await?;
+        // A new principal whose sessions live in another slot: a login, so the session moves
+        // (new id in the response), exactly like Rotate{id, principal}.
+        let moves = match delta.principal.as_deref() {
+            Some(p) if !p.is_empty() => {
+                id.tag() != Some(self.store.principal_tag(&tenant, p).await?)
+            }
+            _ => false,
+        };
+        let session = if moves {
+            let principal = delta.principal.clone();
+            self.store
+                .rotate(
+                    &tenant,
+                    &id,
+                    delta.expected_version,
+                    principal.as_deref(),
+                    |s| apply(s, &delta, limits),
+                )
+                .await?
+        } else {
+            self.store.put(&tenant, &id, delta).await?
+        };
         Ok(Response::new(PutResponse {
             session: Some(to_proto(session)),
         }))
@@ -181,14 +258,138 @@ impl proto::session_service_server::SessionService for SessionService {
         let tenant = self.tenant(&request);
         let req = request.into_inner();
         let id = SessionId::parse(&req.id)?;
+        if let Some(principal) = &req.principal {
+            tenant.limits.check_principal(principal)?;
+        }
         let session = self
             .store
-            .rotate(&tenant, &id, req.expected_version)
+            .rotate(
+                &tenant,
+                &id,
+                req.expected_version,
+                req.principal.as_deref(),
+                |_| Ok(()),
+            )
             .await?;
         tracing::debug!(from = %id.fingerprint(), to = %session.id.fingerprint(), "rotated");
         Ok(Response::new(RotateResponse {
             session: Some(to_proto(session)),
         }))
+    }
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let tenant = self.tenant(&request);
+        let req = request.into_inner();
+        let principal = Self::principal(&tenant.limits, &req.principal)?;
+        let size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n <= MAX_PAGE_SIZE => n,
+            n => {
+                return Err(Error::InvalidArgument(format!(
+                    "page_size must be 1..={MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE}), got {n}"
+                ))
+                .into());
+            }
+        };
+        if req.display_attributes.len() > MAX_DISPLAY_ATTRIBUTES {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_DISPLAY_ATTRIBUTES} display_attributes, got {}",
+                req.display_attributes.len()
+            ))
+            .into());
+        }
+        for name in &req.display_attributes {
+            tenant.limits.check_name("display_attributes", name)?;
+        }
+        let secret = self.store.secret().await?;
+        let now = now_ms();
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                secret
+                    .open_page_token(&tenant.name, principal, &req.page_token, now)
+                    .map_err(|e| Error::InvalidArgument(e.into()))?,
+            )
+        };
+        let listed = self
+            .store
+            .list(
+                &tenant,
+                Page {
+                    principal,
+                    size: size as usize,
+                    after,
+                    attributes: &req.display_attributes,
+                },
+            )
+            .await?;
+        let next_page_token = listed
+            .next
+            .map(|cursor| secret.page_token(&tenant.name, principal, &cursor, now))
+            .unwrap_or_default();
+        Ok(Response::new(ListSessionsResponse {
+            sessions: listed.entries.into_iter().map(to_info).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        let tenant = self.tenant(&request);
+        let req = request.into_inner();
+        let principal = Self::principal(&tenant.limits, &req.principal)?;
+        if req.handle.len() != HANDLE_LEN
+            || !req
+                .handle
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::InvalidArgument(
+                "handle must be a handle from ListSessions (22 characters)".into(),
+            )
+            .into());
+        }
+        if !self.store.revoke(&tenant, principal, &req.handle).await? {
+            return Err(Error::NotFound.into());
+        }
+        Ok(Response::new(RevokeSessionResponse { revoked: 1 }))
+    }
+
+    async fn revoke_sessions(
+        &self,
+        request: Request<RevokeSessionsRequest>,
+    ) -> Result<Response<RevokeSessionsResponse>, Status> {
+        let tenant = self.tenant(&request);
+        let req = request.into_inner();
+        let principal = Self::principal(&tenant.limits, &req.principal)?;
+        let except = req.except_id.as_deref().map(SessionId::parse).transpose()?;
+        let revoked = self
+            .store
+            .revoke_all(&tenant, principal, except.as_ref())
+            .await?;
+        Ok(Response::new(RevokeSessionsResponse {
+            revoked: revoked.min(u32::MAX as u64) as u32,
+        }))
+    }
+}
+
+fn to_info(e: SessionEntry) -> SessionInfo {
+    SessionInfo {
+        created_at: Some(timestamp(e.created_at_ms)),
+        last_accessed_at: Some(timestamp(e.last_accessed_at_ms)),
+        expires_at: Some(timestamp(expiry_ms(
+            e.last_accessed_at_ms,
+            e.idle_timeout_ms,
+            e.absolute_expires_at_ms,
+        ))),
+        version: e.version,
+        display_attributes: e.attributes.into_iter().collect(),
+        handle: e.handle,
     }
 }
 

@@ -146,14 +146,15 @@ mod tests {
             config.sessions.max_idle_timeout
         );
         let id = crate::session::SessionId::generate();
+        let tag = id.tag().unwrap();
         assert_eq!(
             shop.keys.session(&id),
-            format!("vs:shop:{{{}}}", id.as_str())
+            format!("vs:shop:{{{}}}.{}", tag.as_str(), id.handle())
         );
         assert_eq!(
             tenants.get(None).unwrap().keys.session(&id),
-            format!("vs:{{{}}}", id.as_str()),
-            "the default tenant keeps the single-tenant keys"
+            format!("vs:{{{}}}.{}", tag.as_str(), id.handle()),
+            "the default tenant keeps the single-tenant layout"
         );
         assert!(tenants.get(Some("nope")).is_none());
     }

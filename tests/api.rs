@@ -483,10 +483,11 @@ async fn ids_are_unique_well_formed_and_each_session_is_one_tagged_key(shape: Sh
     let mut ids = HashSet::new();
     for _ in 0..200 {
         let id = create(&mut c, CreateRequest::default()).await.id;
-        assert_eq!(id.len(), 43, "{id}");
+        assert_eq!(id.len(), 55, "{id}");
+        assert_eq!(&id[11..12], ".", "{id}");
         assert!(
             id.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
             "{id}"
         );
         ids.insert(id);
@@ -507,12 +508,22 @@ async fn ids_are_unique_well_formed_and_each_session_is_one_tagged_key(shape: Sh
             );
         }
     }
+    // The key is the slot tag and a one-way handle of the id: never the id itself.
+    let by_key: std::collections::HashMap<String, &String> = ids
+        .iter()
+        .map(|id| {
+            let handle = valkey_sessions::session::SessionId::parse(id)
+                .unwrap()
+                .handle();
+            (format!("vs:{{{}}}.{handle}", &id[..11]), id)
+        })
+        .collect();
     for (valkey, key) in &keys {
-        let id = key
-            .strip_prefix("vs:{")
-            .and_then(|k| k.strip_suffix('}'))
-            .expect("vs:{id}");
-        assert!(ids.contains(id));
+        let id = by_key.get(key).expect("vs:{tag}.handle of a created id");
+        assert!(
+            !key.contains(&id[12..]),
+            "the secret part never appears in a key"
+        );
         let ttl: i64 = valkey.cli(&["PTTL", key]).trim().parse().unwrap();
         assert!(
             ttl > 0 && ttl <= 1_800_000,
@@ -735,6 +746,22 @@ async fn put_can_change_the_idle_timeout_and_the_principal(shape: Shape) {
         .session
         .unwrap();
     assert_eq!(login.principal, "ada@example.com");
+    // Gaining a principal is a login: the session moved to a new id in the principal's slot.
+    assert_ne!(login.id, s.id);
+    assert_eq!(login.version, 2);
+    let gone = c
+        .get(GetRequest {
+            id: s.id.clone(),
+            consistency: Consistency::Strong as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        gone.code(),
+        Code::NotFound,
+        "the anonymous id ended at login"
+    );
+    let s = login.clone();
     assert_eq!(login.idle_timeout.unwrap().seconds, 3600);
     let last = login.last_accessed_at.unwrap().seconds;
     assert_eq!(login.expires_at.unwrap().seconds, last + 3600);
@@ -804,6 +831,7 @@ async fn rotate_moves_the_session_to_a_new_id_and_ends_the_old_one(shape: Shape)
     let rotate = |id: &str, expected_version| RotateRequest {
         id: id.to_owned(),
         expected_version,
+        principal: None,
     };
 
     let stale = c.rotate(rotate(&created.id, Some(7))).await.unwrap_err();
@@ -817,7 +845,12 @@ async fn rotate_moves_the_session_to_a_new_id_and_ends_the_old_one(shape: Shape)
         .session
         .unwrap();
     assert_ne!(rotated.id, created.id);
-    assert_eq!(rotated.id.len(), 43);
+    assert_eq!(rotated.id.len(), 55);
+    assert_eq!(
+        rotated.id[..11],
+        created.id[..11],
+        "a rotation stays in its slot"
+    );
     assert_eq!(rotated.version, 2);
     assert_eq!(rotated.attributes, created.attributes);
     assert_eq!(rotated.principal, "ada");
@@ -904,6 +937,7 @@ async fn puts_racing_a_rotation_are_never_lost() {
         });
         let mut rotator = c.clone();
         let rotation = rotator.rotate(RotateRequest {
+            principal: None,
             id: id.clone(),
             expected_version: None,
         });

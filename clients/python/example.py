@@ -28,6 +28,14 @@ def main() -> None:
         except VersionConflict as err:
             print(f"stale put rejected (ABORTED), current version {err.current_version}")
 
+        # Login (or privilege change): a new id, the old one is NOT_FOUND from now on.
+        session = client.rotate(session.id, principal="alice")
+        print(f"rotated to a new id, version {session.version}")
+
+        # Where alice is logged in: each session with a revocation handle (never its id).
+        mine = list(client.iter_sessions("alice", display_attributes=["theme"]))
+        print(f"alice has {len(mine)} session(s)")
+
         print("deleted:", client.delete(session.id))
 
 

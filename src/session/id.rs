@@ -1,4 +1,8 @@
-//! Session ids: 256 random bits from the OS CSPRNG, URL-safe base64 without padding.
+//! Session ids: a slot tag, then 256 random bits from the OS CSPRNG, URL-safe base64 without
+//! padding (`<tag 11>.<random 43>`, 55 characters). The tag decides the Valkey slot: random for an
+//! anonymous session, derived from the principal (keyed) once one is set, so a principal's
+//! sessions and its index share a slot. Ids of the first form (43 characters, the random part
+//! alone, its own slot) stay valid until they expire.
 
 use std::{
     fmt,
@@ -12,8 +16,18 @@ use super::Error;
 
 /// Random bytes in an id: 256 bits.
 const ID_BYTES: usize = 32;
-/// Length of the encoded id: ceil(32 * 8 / 6).
+/// Length of the random part: ceil(32 * 8 / 6); also the whole length of a legacy id.
 pub const ID_LEN: usize = 43;
+/// Bytes behind a slot tag: 64 bits, so random tags spread evenly over the 16384 slots.
+pub const TAG_BYTES: usize = 8;
+/// Length of an encoded slot tag: ceil(8 * 8 / 6).
+pub const TAG_LEN: usize = 11;
+/// Length of a tagged id: tag, '.', random part.
+pub const TAGGED_ID_LEN: usize = TAG_LEN + 1 + ID_LEN;
+/// Bytes of the id's hash in a handle: 128 bits, 22 characters.
+const HANDLE_BYTES: usize = 16;
+/// Length of a handle.
+pub const HANDLE_LEN: usize = 22;
 
 /// Per-process key for id fingerprints, so logs can correlate requests without the id itself
 /// and fingerprints cannot be precomputed or linked across restarts.
@@ -24,13 +38,47 @@ static FINGERPRINT_KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SessionId(String);
 
-impl SessionId {
-    /// A fresh id from the operating system's CSPRNG.
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; ID_BYTES];
-        // The OS CSPRNG failing is not recoverable: continuing with a weaker id would be worse.
-        getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+/// A slot tag: 11 characters of URL-safe base64 (64 bits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SlotTag(String);
+
+impl SlotTag {
+    /// A random tag, for an anonymous session.
+    pub fn random() -> Self {
+        Self::from_bytes(random::<TAG_BYTES>())
+    }
+
+    /// The tag of 8 bytes (e.g. the first bytes of a keyed hash of a principal).
+    pub fn from_bytes(bytes: [u8; TAG_BYTES]) -> Self {
         Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The tag as it appears in ids and keys.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // The OS CSPRNG failing is not recoverable: continuing with a weaker id would be worse.
+    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+    bytes
+}
+
+impl SessionId {
+    /// A fresh anonymous id: a random slot tag and 256 random bits.
+    pub fn generate() -> Self {
+        Self::generate_in(&SlotTag::random())
+    }
+
+    /// A fresh id in the slot of `tag`.
+    pub fn generate_in(tag: &SlotTag) -> Self {
+        Self(format!(
+            "{}.{}",
+            tag.as_str(),
+            URL_SAFE_NO_PAD.encode(random::<ID_BYTES>())
+        ))
     }
 
     /// Validates an id received from a caller, before any Valkey call.
@@ -38,24 +86,49 @@ impl SessionId {
         if raw.is_empty() {
             return Err(Error::InvalidId("id is empty"));
         }
-        if raw.len() != ID_LEN {
-            return Err(Error::InvalidId(
-                "id must be 43 characters of URL-safe base64",
-            ));
-        }
-        if !raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(Error::InvalidId(
-                "id may only contain A-Z, a-z, 0-9, '-' and '_'",
-            ));
+        let (tag, secret) = match raw.len() {
+            TAGGED_ID_LEN if raw.as_bytes()[TAG_LEN] == b'.' => {
+                (Some(&raw[..TAG_LEN]), &raw[TAG_LEN + 1..])
+            }
+            ID_LEN => (None, raw),
+            _ => {
+                return Err(Error::InvalidId(
+                    "id must be 55 characters (tag, '.', 43 characters of URL-safe base64)",
+                ));
+            }
+        };
+        for part in tag.into_iter().chain([secret]) {
+            if !part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(Error::InvalidId(
+                    "id may only contain A-Z, a-z, 0-9, '-', '_' and one '.'",
+                ));
+            }
         }
         // Rejects non-canonical trailing bits, so one session has exactly one spelling.
-        match URL_SAFE_NO_PAD.decode(raw) {
-            Ok(bytes) if bytes.len() == ID_BYTES => Ok(Self(raw.to_owned())),
-            _ => Err(Error::InvalidId("id is not a canonical 256-bit id")),
+        let canonical = |part: &str, len: usize| {
+            URL_SAFE_NO_PAD
+                .decode(part)
+                .is_ok_and(|bytes| bytes.len() == len)
+        };
+        if !canonical(secret, ID_BYTES) || tag.is_some_and(|t| !canonical(t, TAG_BYTES)) {
+            return Err(Error::InvalidId("id is not a canonical session id"));
         }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The slot tag; `None` for an id of the first (untagged, 43-character) form.
+    pub fn tag(&self) -> Option<SlotTag> {
+        (self.0.len() == TAGGED_ID_LEN).then(|| SlotTag(self.0[..TAG_LEN].to_owned()))
+    }
+
+    /// The handle of this session: a one-way hash of the id, which names its key and lets a
+    /// principal's session be listed and revoked, but cannot be turned back into the id.
+    pub fn handle(&self) -> String {
+        use sha2::{Digest, Sha256};
+        URL_SAFE_NO_PAD.encode(&Sha256::digest(self.0.as_bytes())[..HANDLE_BYTES])
     }
 
     /// The id itself, for the wire and the key; never for logs.
@@ -85,27 +158,52 @@ mod tests {
         let ids: HashSet<String> = (0..1000)
             .map(|_| SessionId::generate().0)
             .inspect(|id| {
-                assert_eq!(id.len(), ID_LEN);
-                SessionId::parse(id).expect("a generated id parses");
+                assert_eq!(id.len(), TAGGED_ID_LEN);
+                let parsed = SessionId::parse(id).expect("a generated id parses");
+                assert_eq!(parsed.tag().unwrap().as_str(), &id[..TAG_LEN]);
+                assert_eq!(parsed.handle().len(), HANDLE_LEN);
             })
             .collect();
         assert_eq!(ids.len(), 1000);
+        let tag = SlotTag::from_bytes([7; TAG_BYTES]);
+        let a = SessionId::generate_in(&tag);
+        assert_eq!(a.tag(), Some(tag.clone()));
+        assert_ne!(a, SessionId::generate_in(&tag));
+    }
+
+    #[test]
+    fn ids_of_the_first_form_stay_valid() {
+        let legacy = URL_SAFE_NO_PAD.encode([42u8; ID_BYTES]);
+        let id = SessionId::parse(&legacy).expect("43-character ids still parse");
+        assert!(id.tag().is_none());
+        assert_ne!(id.handle(), legacy);
     }
 
     #[test]
     fn malformed_ids_are_rejected() {
         let good = SessionId::generate().0;
+        let legacy = URL_SAFE_NO_PAD.encode([1u8; ID_BYTES]);
         for bad in [
             String::new(),
-            good[..42].to_owned(),
+            good[..54].to_owned(),
             format!("{good}A"),
-            format!("{{{}}}", &good[..41]),
-            format!("{}/", &good[..42]),
-            format!("{}+", &good[..42]),
-            format!("{}=", &good[..42]),
+            good.replace('.', "A"),
+            format!("{}/{}", &good[..11], &good[12..]),
+            format!("{{{}}}", &good[..53]),
+            format!("{}+", &good[..54]),
+            format!("{}=", &good[..54]),
+            legacy[..42].to_owned(),
+            format!("{}/", &legacy[..42]),
+            format!("{}.{}", &legacy[..11], &legacy[..43]).replace(&legacy[..1], "!"),
         ] {
             assert!(SessionId::parse(&bad).is_err(), "{bad:?} must be rejected");
         }
+        // Non-canonical trailing bits in the tag: the last character of an 8-byte tag has its
+        // two low bits zero.
+        let mut noncanonical = good.clone().into_bytes();
+        noncanonical[10] = b'B';
+        let noncanonical = String::from_utf8(noncanonical).unwrap();
+        assert!(SessionId::parse(&noncanonical).is_err() || noncanonical[10..11] == good[10..11]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod id;
 mod limits;
 
 pub use error::Error;
-pub use id::SessionId;
+pub use id::{HANDLE_LEN, SessionId, SlotTag, TAG_BYTES};
 pub use limits::Limits;
 
 use std::{

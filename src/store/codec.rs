@@ -13,6 +13,9 @@ use crate::session::{Attributes, Error, Session, SessionId};
 
 /// Format byte of this layout; scripts refuse anything else.
 pub const FORMAT: u8 = 1;
+/// Format byte of a forwarding record: the trace a session leaves under its old id when it moves
+/// to another slot (`scripts/seal.lua`); never a live session.
+pub const MOVED: u8 = 2;
 /// Byte offset of `last_accessed_ms`, used by `scripts/touch.lua`.
 #[cfg(test)]
 pub const LAST_ACCESSED_OFFSET: usize = 17;

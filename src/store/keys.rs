@@ -1,9 +1,10 @@
-//! The key layout: one key per session, its hash tag the session id.
+//! The key layout (docs/key-layout.md): one key per session, and one index per principal in the
+//! same slot; the hash tag is the session id's slot tag.
 //!
-//! Every command and script of an operation names only this key, so each operation is
-//! single-slot by construction and can never fail with CROSSSLOT on a cluster.
+//! Every command and script of an operation names keys of one hash tag only, so each operation
+//! is single-slot by construction and can never fail with CROSSSLOT on a cluster.
 
-use crate::session::SessionId;
+use crate::session::{SessionId, SlotTag};
 
 /// Builds Valkey keys under a configurable prefix.
 #[derive(Debug, Clone)]
@@ -19,10 +20,29 @@ impl KeySpace {
         }
     }
 
-    /// The key holding a session: `<prefix>{<id>}`. Ids cannot contain braces, so the tag is the
-    /// whole id.
+    /// The key holding a session: `<prefix>{<tag>}.<handle>` for a tagged id (the key never
+    /// contains the id itself), `<prefix>{<id>}` for an id of the first form.
     pub fn session(&self, id: &SessionId) -> String {
-        format!("{}{{{}}}", self.prefix, id.as_str())
+        match id.tag() {
+            Some(tag) => self.session_by_handle(&tag, &id.handle()),
+            None => format!("{}{{{}}}", self.prefix, id.as_str()),
+        }
+    }
+
+    /// The key of the session with `handle` in the slot of `tag`.
+    pub fn session_by_handle(&self, tag: &SlotTag, handle: &str) -> String {
+        format!("{}{handle}", self.members(tag))
+    }
+
+    /// What precedes a handle in the session keys of `tag`'s slot (scripts append handles).
+    pub fn members(&self, tag: &SlotTag) -> String {
+        format!("{}{{{}}}.", self.prefix, tag.as_str())
+    }
+
+    /// The index of a principal whose sessions carry `tag`: a sorted set of handles scored by
+    /// last activity (ms).
+    pub fn index(&self, tag: &SlotTag) -> String {
+        format!("{}{{{}}}:i", self.prefix, tag.as_str())
     }
 }
 
@@ -31,13 +51,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_hash_tag_is_the_id() {
+    fn the_hash_tag_is_the_slot_tag_and_keys_never_hold_the_id() {
         let id = SessionId::generate();
-        let key = KeySpace::new("vs:").session(&id);
-        assert_eq!(key, format!("vs:{{{}}}", id.as_str()));
+        let tag = id.tag().unwrap();
+        let keys = KeySpace::new("vs:");
+        let key = keys.session(&id);
+        assert_eq!(key, format!("vs:{{{}}}.{}", tag.as_str(), id.handle()));
+        assert!(
+            !key.contains(&id.as_str()[12..]),
+            "the secret part is not in the key"
+        );
+        let slot = |k: &str| fred::util::redis_keyslot(k.as_bytes());
+        assert_eq!(slot(&key), slot(tag.as_str()));
         assert_eq!(
-            fred::util::redis_keyslot(key.as_bytes()),
-            fred::util::redis_keyslot(id.as_str().as_bytes())
+            slot(&keys.index(&tag)),
+            slot(&key),
+            "index and session share a slot"
+        );
+    }
+
+    #[test]
+    fn ids_of_the_first_form_keep_their_key() {
+        let legacy = SessionId::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+        assert_eq!(
+            KeySpace::new("vs:").session(&legacy),
+            "vs:{AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA}"
         );
     }
 }

@@ -5,9 +5,15 @@ mod codec;
 mod credentials;
 pub mod iam;
 mod keys;
+mod principals;
+mod secret;
 
 pub use client::{ClientError, build_pool, connect};
 pub use keys::KeySpace;
+pub use principals::{Listed, Page, SessionEntry};
+pub use secret::Secret;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use fred::{
@@ -59,26 +65,72 @@ pub struct Delta {
     pub principal: Option<String>,
 }
 
+/// The Lua scripts, loaded once per primary and called by SHA.
+struct Scripts {
+    put: Script,
+    touch: Script,
+    create: Script,
+    delete: Script,
+    rotate: Script,
+    seal: Script,
+    unseal: Script,
+    list: Script,
+    revoke: Script,
+    revoke_all: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            put: Script::from_lua(include_str!("scripts/put.lua")),
+            touch: Script::from_lua(include_str!("scripts/touch.lua")),
+            create: Script::from_lua(include_str!("scripts/create.lua")),
+            delete: Script::from_lua(include_str!("scripts/delete.lua")),
+            rotate: Script::from_lua(include_str!("scripts/rotate.lua")),
+            seal: Script::from_lua(include_str!("scripts/seal.lua")),
+            unseal: Script::from_lua(include_str!("scripts/unseal.lua")),
+            list: Script::from_lua(include_str!("scripts/list.lua")),
+            revoke: Script::from_lua(include_str!("scripts/revoke.lua")),
+            revoke_all: Script::from_lua(include_str!("scripts/revoke_all.lua")),
+        }
+    }
+
+    fn all(&self) -> [&Script; 10] {
+        [
+            &self.put,
+            &self.touch,
+            &self.create,
+            &self.delete,
+            &self.rotate,
+            &self.seal,
+            &self.unseal,
+            &self.list,
+            &self.revoke,
+            &self.revoke_all,
+        ]
+    }
+}
+
 /// Sessions in Valkey.
 #[derive(Clone)]
 pub struct SessionStore {
     pool: Pool,
     read_from: ReadFrom,
-    put: Script,
-    touch: Script,
-    delete_if_version: Script,
+    scripts: Arc<Scripts>,
+    secret_key: String,
+    secret: Arc<tokio::sync::OnceCell<Secret>>,
 }
 
 impl SessionStore {
     /// A store over a (possibly not yet connected) pool. Every operation names its tenant, whose
-    /// key space and limits it uses.
-    pub fn new(pool: Pool, read_from: ReadFrom) -> Self {
+    /// key space and limits it uses; `key_prefix` is where the deployment's secret lives.
+    pub fn new(pool: Pool, read_from: ReadFrom, key_prefix: &str) -> Self {
         Self {
             pool,
             read_from,
-            put: Script::from_lua(include_str!("scripts/put.lua")),
-            touch: Script::from_lua(include_str!("scripts/touch.lua")),
-            delete_if_version: Script::from_lua(include_str!("scripts/delete_if_version.lua")),
+            scripts: Arc::new(Scripts::new()),
+            secret_key: format!("{key_prefix}_secret"),
+            secret: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
@@ -90,9 +142,9 @@ impl SessionStore {
     /// Loads the scripts on every primary so the first Put is not a NOSCRIPT round trip.
     pub async fn load_scripts(&self) -> Result<(), Error> {
         let client = self.pool.next();
-        self.put.load(client).await.map_err(map_err)?;
-        self.touch.load(client).await.map_err(map_err)?;
-        self.delete_if_version.load(client).await.map_err(map_err)?;
+        for script in self.scripts.all() {
+            script.load(client).await.map_err(map_err)?;
+        }
         Ok(())
     }
 
@@ -147,6 +199,7 @@ impl SessionStore {
             }
         };
         let session = match blob {
+            Some(blob) if blob.first() == Some(&codec::MOVED) => None,
             Some(blob) => Some(codec::decode(id.clone(), &blob)?),
             None => None,
         };
@@ -163,9 +216,16 @@ impl SessionStore {
         id: &SessionId,
         delta: Delta,
     ) -> Result<Session, Error> {
-        let key = tenant.keys.session(id);
+        let mut keys = vec![tenant.keys.session(id)];
+        let handle = match id.tag() {
+            Some(tag) => {
+                keys.push(tenant.keys.index(&tag));
+                id.handle()
+            }
+            None => String::new(),
+        };
         let limits = &tenant.limits;
-        let mut args: Vec<Value> = Vec::with_capacity(7 + 2 * delta.set.len() + delta.remove.len());
+        let mut args: Vec<Value> = Vec::with_capacity(8 + 2 * delta.set.len() + delta.remove.len());
         args.push((now_ms() as i64).into());
         args.push(match delta.expected_version {
             Some(v) => Value::from(v.to_string()),
@@ -181,6 +241,7 @@ impl SessionStore {
             Some(p) => Value::from(format!("={p}")),
             None => Value::from(""),
         });
+        args.push(handle.into());
         args.push((delta.set.len() as i64).into());
         for (name, value) in delta.set {
             args.push(name.into());
@@ -190,7 +251,9 @@ impl SessionStore {
 
         let reply: Vec<Value> = timed(
             "evalsha_put",
-            self.put.evalsha_with_reload(self.pool.next(), key, args),
+            self.scripts
+                .put
+                .evalsha_with_reload(self.pool.next(), keys, args),
         )
         .await?;
         let code = reply.first().and_then(Value::as_i64);
@@ -214,19 +277,23 @@ impl SessionStore {
 
     /// Refreshes a session's expiry in the background after a read; failures only cost the
     /// refresh, which the next read in the second half of the idle window tries again.
-    pub fn touch_in_background(&self, tenant: &Tenant, id: &SessionId) {
+    pub fn touch_in_background(&self, tenant: &Tenant, id: &SessionId, indexed: bool) {
         let store = self.clone();
-        let key = tenant.keys.session(id);
+        let mut keys = vec![tenant.keys.session(id)];
+        let mut args = vec![Value::from(now_ms() as i64)];
+        if let (true, Some(tag)) = (indexed, id.tag()) {
+            keys.push(tenant.keys.index(&tag));
+            args.push(id.handle().into());
+        }
         let span = tracing::debug_span!("valkey.touch", session = %id.fingerprint());
         tokio::spawn(
             async move {
                 let result: Result<i64, _> = timed(
                     "evalsha_touch",
-                    store.touch.evalsha_with_reload(
-                        store.pool.next(),
-                        key,
-                        vec![Value::from(now_ms() as i64)],
-                    ),
+                    store
+                        .scripts
+                        .touch
+                        .evalsha_with_reload(store.pool.next(), keys, args),
                 )
                 .await;
                 let outcome = match &result {
@@ -246,70 +313,21 @@ impl SessionStore {
     /// Deletes a session; returns whether it existed.
     #[tracing::instrument(level = "debug", name = "valkey.delete", skip_all, fields(session = %id.fingerprint()))]
     pub async fn delete(&self, tenant: &Tenant, id: &SessionId) -> Result<bool, Error> {
-        let removed: i64 = timed("del", self.pool.next().del(tenant.keys.session(id))).await?;
-        Ok(removed > 0)
-    }
-
-    /// Moves a session to a fresh id: read the old key, write the new one (SET NX), then delete
-    /// the old one only if it is unchanged. The two keys live in different slots, so this cannot
-    /// be one atomic command; the order means a failure part-way leaves the old id alive (until
-    /// it expires or is deleted), never loses the session, and a write that raced the rotation
-    /// is never dropped: the new key is discarded and the caller gets ABORTED.
-    #[tracing::instrument(level = "debug", name = "valkey.rotate", skip_all, fields(session = %old.fingerprint()))]
-    pub async fn rotate(
-        &self,
-        tenant: &Tenant,
-        old: &SessionId,
-        expected_version: Option<u64>,
-    ) -> Result<Session, Error> {
-        let old_key = tenant.keys.session(old);
-        let blob: Option<Bytes> = timed("get", self.pool.next().get(&old_key)).await?;
-        let mut session = match blob {
-            Some(blob) => codec::decode(old.clone(), &blob)?,
-            None => return Err(Error::NotFound),
+        let key = tenant.keys.session(id);
+        let Some(tag) = id.tag() else {
+            let removed: i64 = timed("del", self.pool.next().del(key)).await?;
+            return Ok(removed > 0);
         };
-        let now = now_ms();
-        if session.expires_at_ms() <= now {
-            return Err(Error::NotFound);
-        }
-        let read_version = session.version;
-        if let Some(expected) = expected_version.filter(|v| *v != read_version) {
-            return Err(Error::VersionConflict {
-                expected,
-                current: read_version,
-            });
-        }
-        session.version += 1;
-        session.last_accessed_at_ms = now;
-        session.id = SessionId::generate();
-        while !self.create(tenant, &session).await? {
-            // A 256-bit collision: practically impossible, harmless to handle.
-            session.id = SessionId::generate();
-        }
-
-        let reply: Vec<Value> = timed(
-            "evalsha_delete_if_version",
-            self.delete_if_version.evalsha_with_reload(
+        let existed: i64 = timed(
+            "evalsha_delete",
+            self.scripts.delete.evalsha_with_reload(
                 self.pool.next(),
-                old_key,
-                vec![Value::from(read_version.to_string())],
+                vec![key, tenant.keys.index(&tag)],
+                vec![Value::from(id.handle())],
             ),
         )
         .await?;
-        let outcome = match reply.first().and_then(Value::as_i64) {
-            Some(1) => return Ok(session),
-            // Deleted or expired meanwhile (a logout): the session must not live on under the new id.
-            Some(0) => Err(Error::NotFound),
-            Some(-1) => Err(Error::VersionConflict {
-                expected: read_version,
-                current: reply.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64,
-            }),
-            _ => Err(Error::Internal(format!(
-                "delete_if_version script returned {reply:?}"
-            ))),
-        };
-        self.delete(tenant, &session.id).await?;
-        outcome
+        Ok(existed > 0)
     }
 
     /// One PING through the pool; the health probe.
@@ -319,7 +337,7 @@ impl SessionStore {
 }
 
 /// Runs one Valkey command, recording its latency and, on failure, its error kind.
-async fn timed<T>(
+pub(crate) async fn timed<T>(
     command: &'static str,
     call: impl Future<Output = Result<T, fred::error::Error>>,
 ) -> Result<T, Error> {

@@ -80,6 +80,30 @@ func main() {
 	}
 	fmt.Println("stale put rejected (ABORTED):", status.Convert(err).Message())
 
+	// Login (or privilege change): a new id, the old one is NOT_FOUND from now on.
+	rotated, err := sessions.Rotate(ctx, &sessionv1.RotateRequest{Id: s.GetId(), Principal: proto.String("alice")})
+	if err != nil {
+		log.Fatalf("rotate: %v", err)
+	}
+	s = rotated.GetSession()
+	fmt.Printf("rotated to a new id, version %d\n", s.GetVersion())
+
+	// Where alice is logged in: page after page, each session with a revocation handle (never its id).
+	list := &sessionv1.ListSessionsRequest{Principal: "alice", PageSize: 20, DisplayAttributes: []string{"theme"}}
+	n := 0
+	for {
+		page, err := sessions.ListSessions(ctx, list)
+		if err != nil {
+			log.Fatalf("list sessions: %v", err)
+		}
+		n += len(page.GetSessions())
+		if page.GetNextPageToken() == "" {
+			break
+		}
+		list.PageToken = page.GetNextPageToken()
+	}
+	fmt.Printf("alice has %d session(s)\n", n)
+
 	del, err := sessions.Delete(ctx, &sessionv1.DeleteRequest{Id: s.GetId()})
 	if err != nil {
 		log.Fatalf("delete: %v", err)

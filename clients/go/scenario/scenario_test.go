@@ -9,8 +9,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"os"
+	"reflect"
 	"regexp"
+	"sort"
 	"strconv"
 	"testing"
 	"time"
@@ -83,6 +86,49 @@ func wantCode(t *testing.T, err error, want codes.Code) {
 
 var currentVersion = regexp.MustCompile(`current version is (\d+)`)
 
+// The id format: an 11-character slot tag, '.', 256 bits as URL-safe base64 without padding.
+var idFormat = regexp.MustCompile(`^[^.]{11}\.[A-Za-z0-9_-]{43}$`)
+
+func randomHex(t *testing.T) string {
+	raw := make([]byte, 8)
+	if _, err := rand.Read(raw); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(raw)
+}
+
+func listSessions(t *testing.T, req *sessionv1.ListSessionsRequest) *sessionv1.ListSessionsResponse {
+	t.Helper()
+	res, err := sessions.ListSessions(ctx(t), req)
+	if err != nil {
+		t.Fatalf("list sessions %v: %v", req, err)
+	}
+	return res
+}
+
+// listAll follows next_page_token to the last page.
+func listAll(t *testing.T, req *sessionv1.ListSessionsRequest) []*sessionv1.SessionInfo {
+	t.Helper()
+	req = proto.Clone(req).(*sessionv1.ListSessionsRequest)
+	var all []*sessionv1.SessionInfo
+	for {
+		res := listSessions(t, req)
+		all = append(all, res.GetSessions()...)
+		if res.GetNextPageToken() == "" {
+			return all
+		}
+		req.PageToken = res.GetNextPageToken()
+	}
+}
+
+func devices(infos []*sessionv1.SessionInfo) []string {
+	out := make([]string, 0, len(infos))
+	for _, info := range infos {
+		out = append(out, string(info.GetDisplayAttributes()["device"]))
+	}
+	return out
+}
+
 func TestHealthCheck(t *testing.T) {
 	for _, name := range []string{"", "session.v1.SessionService"} {
 		res, err := health.Check(ctx(t), &healthpb.HealthCheckRequest{Service: name})
@@ -115,7 +161,7 @@ func TestCreateWithAttributesThenGet(t *testing.T) {
 		Principal:   "alice",
 		IdleTimeout: durationpb.New(60 * time.Second),
 	})
-	if len(s.GetId()) != 43 || s.GetVersion() != 1 || s.GetPrincipal() != "alice" {
+	if len(s.GetId()) != 55 || !idFormat.MatchString(s.GetId()) || s.GetVersion() != 1 || s.GetPrincipal() != "alice" {
 		t.Fatalf("created: id len %d, version %d, principal %q", len(s.GetId()), s.GetVersion(), s.GetPrincipal())
 	}
 	if s.GetIdleTimeout().AsDuration() != 60*time.Second {
@@ -210,4 +256,144 @@ func TestUnknownIdNotFoundMalformedIdInvalidArgument(t *testing.T) {
 	wantCode(t, err, codes.NotFound)
 	_, err = sessions.Get(ctx(t), &sessionv1.GetRequest{Id: "not-a-session-id"})
 	wantCode(t, err, codes.InvalidArgument)
+}
+
+func TestSessionsOfAUser(t *testing.T) {
+	principal := "user-" + randomHex(t) + "@example.com"
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = sessions.RevokeSessions(c, &sessionv1.RevokeSessionsRequest{Principal: principal})
+	})
+	strong := sessionv1.Consistency_CONSISTENCY_STRONG
+	ids := map[string]string{}
+	for _, device := range []string{"laptop", "phone", "tablet"} {
+		s := create(t, &sessionv1.CreateRequest{
+			Attributes: map[string][]byte{"device": []byte(device), "secret": []byte("not listed")},
+			Principal:  principal,
+		})
+		if len(s.GetId()) != 55 || s.GetPrincipal() != principal {
+			t.Fatalf("created %s: id len %d, principal %q", device, len(s.GetId()), s.GetPrincipal())
+		}
+		ids[device] = s.GetId()
+		time.Sleep(50 * time.Millisecond) // distinct activity times: the list is newest activity first
+	}
+
+	// Two pages of 2 and 1, newest activity first (the last created first).
+	first := listSessions(t, &sessionv1.ListSessionsRequest{Principal: principal, PageSize: 2, DisplayAttributes: []string{"device"}})
+	if len(first.GetSessions()) != 2 || first.GetNextPageToken() == "" {
+		t.Fatalf("first page: %d sessions, next_page_token %q", len(first.GetSessions()), first.GetNextPageToken())
+	}
+	second := listSessions(t, &sessionv1.ListSessionsRequest{
+		Principal: principal, PageSize: 2, PageToken: first.GetNextPageToken(), DisplayAttributes: []string{"device"},
+	})
+	if len(second.GetSessions()) != 1 || second.GetNextPageToken() != "" {
+		t.Fatalf("second page: %d sessions, next_page_token %q", len(second.GetSessions()), second.GetNextPageToken())
+	}
+	listed := append(append([]*sessionv1.SessionInfo{}, first.GetSessions()...), second.GetSessions()...)
+	if got, want := devices(listed), []string{"tablet", "phone", "laptop"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("order: got %v, want %v", got, want)
+	}
+	for i, info := range listed {
+		if i > 0 && info.GetLastAccessedAt().AsTime().After(listed[i-1].GetLastAccessedAt().AsTime()) {
+			t.Fatalf("not newest activity first: %v", listed)
+		}
+		if len(info.GetDisplayAttributes()) != 1 || info.GetVersion() != 1 {
+			t.Fatalf("session info: %v", info)
+		}
+		if info.GetCreatedAt() == nil || info.GetLastAccessedAt() == nil ||
+			!info.GetExpiresAt().AsTime().After(info.GetCreatedAt().AsTime()) {
+			t.Fatalf("session info times: %v", info)
+		}
+	}
+	all := listAll(t, &sessionv1.ListSessionsRequest{Principal: principal, PageSize: 2})
+	if len(all) != 3 {
+		t.Fatalf("all pages: %d sessions", len(all))
+	}
+	for i := range all {
+		if all[i].GetHandle() != listed[i].GetHandle() {
+			t.Fatalf("all pages: handle %d differs", i)
+		}
+	}
+
+	// A handle revokes, but is not an id: it cannot read the session.
+	handles := map[string]string{}
+	for _, info := range listed {
+		h := info.GetHandle()
+		if h == "" || h == ids["laptop"] || h == ids["phone"] || h == ids["tablet"] {
+			t.Fatalf("handle %q is empty or an id", h)
+		}
+		handles[string(info.GetDisplayAttributes()["device"])] = h
+		_, err := sessions.Get(ctx(t), &sessionv1.GetRequest{Id: h, Consistency: strong})
+		if c := status.Code(err); c != codes.InvalidArgument && c != codes.NotFound {
+			t.Fatalf("get by handle: want INVALID_ARGUMENT or NOT_FOUND, got %v (%v)", c, err)
+		}
+	}
+	if len(handles) != 3 {
+		t.Fatalf("handles not distinct per device: %v", handles)
+	}
+
+	// Log out one device.
+	one, err := sessions.RevokeSession(ctx(t), &sessionv1.RevokeSessionRequest{Principal: principal, Handle: handles["phone"]})
+	if err != nil || one.GetRevoked() != 1 {
+		t.Fatalf("revoke session: %v %v", one, err)
+	}
+	_, err = sessions.Get(ctx(t), &sessionv1.GetRequest{Id: ids["phone"], Consistency: strong})
+	wantCode(t, err, codes.NotFound)
+
+	// Log out everywhere else.
+	others, err := sessions.RevokeSessions(ctx(t), &sessionv1.RevokeSessionsRequest{Principal: principal, ExceptId: proto.String(ids["laptop"])})
+	if err != nil || others.GetRevoked() != 1 {
+		t.Fatalf("revoke sessions: %v %v", others, err)
+	}
+	_, err = sessions.Get(ctx(t), &sessionv1.GetRequest{Id: ids["tablet"], Consistency: strong})
+	wantCode(t, err, codes.NotFound)
+	laptop, err := sessions.Get(ctx(t), &sessionv1.GetRequest{Id: ids["laptop"], Consistency: strong})
+	if err != nil || string(laptop.GetSession().GetAttributes()["device"]) != "laptop" {
+		t.Fatalf("laptop after revoking the others: %v %v", laptop, err)
+	}
+	left := listSessions(t, &sessionv1.ListSessionsRequest{Principal: principal, DisplayAttributes: []string{"device"}})
+	if got := devices(left.GetSessions()); !reflect.DeepEqual(got, []string{"laptop"}) || left.GetNextPageToken() != "" {
+		t.Fatalf("left: %v, next_page_token %q", got, left.GetNextPageToken())
+	}
+
+	// Bad input: a forged page token; an unknown principal has no sessions.
+	_, err = sessions.ListSessions(ctx(t), &sessionv1.ListSessionsRequest{Principal: principal, PageToken: "garbage"})
+	wantCode(t, err, codes.InvalidArgument)
+	nobody := listSessions(t, &sessionv1.ListSessionsRequest{Principal: "nobody-" + randomHex(t) + "@example.com"})
+	if len(nobody.GetSessions()) != 0 || nobody.GetNextPageToken() != "" {
+		t.Fatalf("unknown principal: %v", nobody)
+	}
+
+	// Login: Rotate an anonymous session to the principal.
+	anonymous := create(t, &sessionv1.CreateRequest{Attributes: map[string][]byte{"device": []byte("desktop")}})
+	res, err := sessions.Rotate(ctx(t), &sessionv1.RotateRequest{Id: anonymous.GetId(), Principal: proto.String(principal)})
+	if err != nil {
+		t.Fatalf("rotate: %v", err)
+	}
+	rotated := res.GetSession()
+	newID := rotated.GetId()
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = sessions.Delete(c, &sessionv1.DeleteRequest{Id: newID})
+	})
+	if len(newID) != 55 || !idFormat.MatchString(newID) || newID == anonymous.GetId() {
+		t.Fatalf("rotated id %q (len %d), old id len %d", newID, len(newID), len(anonymous.GetId()))
+	}
+	if rotated.GetPrincipal() != principal || rotated.GetVersion() != anonymous.GetVersion()+1 ||
+		string(rotated.GetAttributes()["device"]) != "desktop" {
+		t.Fatalf("rotated: principal %q, version %d, attributes %v", rotated.GetPrincipal(), rotated.GetVersion(), rotated.GetAttributes())
+	}
+	_, err = sessions.Get(ctx(t), &sessionv1.GetRequest{Id: anonymous.GetId(), Consistency: strong})
+	wantCode(t, err, codes.NotFound)
+	got, err := sessions.Get(ctx(t), &sessionv1.GetRequest{Id: newID, Consistency: strong})
+	if err != nil || got.GetSession().GetPrincipal() != principal {
+		t.Fatalf("get rotated: %v %v", got, err)
+	}
+	now := devices(listSessions(t, &sessionv1.ListSessionsRequest{Principal: principal, DisplayAttributes: []string{"device"}}).GetSessions())
+	sort.Strings(now)
+	if !reflect.DeepEqual(now, []string{"desktop", "laptop"}) {
+		t.Fatalf("after login: %v", now)
+	}
 }

@@ -7,8 +7,18 @@ from session_client.client import (
     Session,
     SessionClient,
     SessionError,
+    SessionInfo,
     SessionNotFound,
+    SessionPage,
     VersionConflict,
 )
 
-__all__ = ["Session", "SessionClient", "SessionError", "SessionNotFound", "VersionConflict"]
+__all__ = [
+    "Session",
+    "SessionClient",
+    "SessionError",
+    "SessionInfo",
+    "SessionNotFound",
+    "SessionPage",
+    "VersionConflict",
+]

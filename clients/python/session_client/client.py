@@ -3,6 +3,8 @@
 The generated ``SessionServiceStub`` is usable directly; this module adds plain Python types
 (``Session`` with ``datetime``/``timedelta``) and exceptions a caller can catch by kind:
 ``SessionNotFound`` (NOT_FOUND) and ``VersionConflict`` (ABORTED), both ``SessionError``.
+The sessions of a principal are listed as ``SessionInfo`` (a revocation handle, never the id),
+one ``SessionPage`` at a time or all of them with ``iter_sessions``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Iterator, Mapping, Optional
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -56,7 +58,7 @@ def _error(err: grpc.RpcError) -> SessionError:
     return SessionError(code, message)
 
 
-def _time(msg: session_pb2.Session, name: str) -> Optional[datetime]:
+def _time(msg: session_pb2.Session | session_pb2.SessionInfo, name: str) -> Optional[datetime]:
     if not msg.HasField(name):
         return None
     ts: timestamp_pb2.Timestamp = getattr(msg, name)
@@ -98,6 +100,40 @@ class Session:
             absolute_expires_at=_time(msg, "absolute_expires_at"),
             version=msg.version,
         )
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One session of a principal as ``list_sessions`` returns it: metadata and a handle, no id.
+
+    The ``handle`` revokes the session (``revoke_session``) but cannot read or write it.
+    """
+
+    handle: str
+    created_at: Optional[datetime] = None
+    last_accessed_at: Optional[datetime] = None
+    expires_at: Optional[datetime] = None
+    version: int = 0
+    display_attributes: dict[str, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, msg: session_pb2.SessionInfo) -> "SessionInfo":
+        return cls(
+            handle=msg.handle,
+            created_at=_time(msg, "created_at"),
+            last_accessed_at=_time(msg, "last_accessed_at"),
+            expires_at=_time(msg, "expires_at"),
+            version=msg.version,
+            display_attributes=dict(msg.display_attributes),
+        )
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    """One page of ``list_sessions``, newest activity first; ``next_page_token`` is "" on the last."""
+
+    sessions: list[SessionInfo] = field(default_factory=list)
+    next_page_token: str = ""
 
 
 class SessionClient:
@@ -180,6 +216,98 @@ class SessionClient:
         """Deletes a session; returns whether a live session was removed."""
         try:
             return self.stub.Delete(session_pb2.DeleteRequest(id=session_id), timeout=self.timeout).existed
+        except grpc.RpcError as err:
+            raise _error(err) from None
+
+    def rotate(
+        self,
+        session_id: str,
+        *,
+        expected_version: Optional[int] = None,
+        principal: Optional[str] = None,
+    ) -> Session:
+        """Moves the session to a new id (the old one is NOT_FOUND afterwards) and returns it.
+
+        With ``principal`` this is the login step: the session belongs to ``principal`` from now
+        on. Raises ``SessionNotFound``, or ``VersionConflict`` if ``expected_version`` is stale.
+        """
+        req = session_pb2.RotateRequest(id=session_id)
+        if expected_version is not None:
+            req.expected_version = expected_version
+        if principal is not None:
+            req.principal = principal
+        try:
+            return Session.from_proto(self.stub.Rotate(req, timeout=self.timeout).session)
+        except grpc.RpcError as err:
+            raise _error(err) from None
+
+    def list_sessions(
+        self,
+        principal: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        display_attributes: Iterable[str] = (),
+    ) -> SessionPage:
+        """One page of the principal's live sessions, newest activity first.
+
+        ``page_size`` 0 means the server default (20); pass the previous page's
+        ``next_page_token`` for the next one. ``display_attributes`` names the attributes to
+        return with each session (e.g. a device label). An unknown principal has no sessions;
+        a forged or stale token raises ``SessionError`` (INVALID_ARGUMENT).
+        """
+        req = session_pb2.ListSessionsRequest(
+            principal=principal,
+            page_size=page_size,
+            page_token=page_token,
+            display_attributes=list(display_attributes),
+        )
+        try:
+            res = self.stub.ListSessions(req, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise _error(err) from None
+        return SessionPage(
+            sessions=[SessionInfo.from_proto(info) for info in res.sessions],
+            next_page_token=res.next_page_token,
+        )
+
+    def iter_sessions(
+        self,
+        principal: str,
+        *,
+        page_size: int = 0,
+        display_attributes: Iterable[str] = (),
+    ) -> Iterator[SessionInfo]:
+        """All of the principal's live sessions, fetching page after page as it goes."""
+        names = list(display_attributes)
+        token = ""
+        while True:
+            page = self.list_sessions(
+                principal, page_size=page_size, page_token=token, display_attributes=names
+            )
+            yield from page.sessions
+            token = page.next_page_token
+            if not token:
+                return
+
+    def revoke_session(self, principal: str, handle: str) -> int:
+        """Ends one session of ``principal`` by its handle from ``list_sessions``; returns 1.
+
+        Raises ``SessionNotFound`` for a handle that is not (or no longer) one of its sessions.
+        """
+        req = session_pb2.RevokeSessionRequest(principal=principal, handle=handle)
+        try:
+            return self.stub.RevokeSession(req, timeout=self.timeout).revoked
+        except grpc.RpcError as err:
+            raise _error(err) from None
+
+    def revoke_sessions(self, principal: str, *, except_id: Optional[str] = None) -> int:
+        """Ends every session of ``principal`` but ``except_id`` (if given); returns how many."""
+        req = session_pb2.RevokeSessionsRequest(principal=principal)
+        if except_id is not None:
+            req.except_id = except_id
+        try:
+            return self.stub.RevokeSessions(req, timeout=self.timeout).revoked
         except grpc.RpcError as err:
             raise _error(err) from None
 

@@ -9,9 +9,13 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   Consistency,
   CreateRequestSchema,
+  ListSessionsRequestSchema,
   PutRequestSchema,
+  RevokeSessionsRequestSchema,
+  RotateRequestSchema,
   SessionService,
   type Session as SessionMessage,
+  type SessionInfo as SessionInfoMessage,
 } from "./gen/session/v1/session_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
 
@@ -19,7 +23,7 @@ export { Code, ConnectError, Consistency, HealthCheckResponse_ServingStatus as S
 
 /** A session as the service returns it. Times are `Date`s, durations milliseconds. */
 export interface Session {
-  /** Server-generated id (43 chars). A bearer secret: do not log it. */
+  /** Server-generated id (55 chars; older ones 43). A bearer secret: do not log it. */
   id: string;
   /** Application data; values are opaque bytes. */
   attributes: Record<string, Uint8Array>;
@@ -32,6 +36,25 @@ export interface Session {
   absoluteExpiresAt?: Date;
   /** Incremented by every successful put, starting at 1. */
   version: bigint;
+}
+
+/** One session of a principal as `listSessions` returns it: metadata and a handle, never the id. */
+export interface SessionInfo {
+  /** Revokes the session (`revokeSession`); cannot read or write it. */
+  handle: string;
+  createdAt?: Date;
+  lastAccessedAt?: Date;
+  expiresAt?: Date;
+  version: bigint;
+  /** The requested display attributes the session has. */
+  displayAttributes: Record<string, Uint8Array>;
+}
+
+/** One page of `listSessions`, newest activity first. */
+export interface SessionPage {
+  sessions: SessionInfo[];
+  /** Pass as `pageToken` for the next page; "" on the last page. */
+  nextPageToken: string;
 }
 
 /** Any error the service returned: `code` is the gRPC status code. */
@@ -100,6 +123,17 @@ function fromMessage(s: SessionMessage | undefined): Session {
   };
 }
 
+function fromInfo(s: SessionInfoMessage): SessionInfo {
+  return {
+    handle: s.handle,
+    createdAt: date(s.createdAt),
+    lastAccessedAt: date(s.lastAccessedAt),
+    expiresAt: date(s.expiresAt),
+    version: s.version,
+    displayAttributes: { ...s.displayAttributes },
+  };
+}
+
 export interface CreateOptions {
   principal?: string;
   /** Inactivity timeout; the server default when absent. */
@@ -115,6 +149,22 @@ export interface PutOptions {
   remove?: string[];
   /** Apply only if the stored version equals this; VersionConflictError otherwise. */
   expectedVersion?: bigint;
+}
+
+export interface RotateOptions {
+  /** Rotate only if the stored version equals this; VersionConflictError otherwise. */
+  expectedVersion?: bigint;
+  /** The session's principal after the rotation: the login step. */
+  principal?: string;
+}
+
+export interface ListSessionsOptions {
+  /** Sessions per page, 1..100; 0 or absent means the server default (20). */
+  pageSize?: number;
+  /** `nextPageToken` of the previous page; absent for the first page. */
+  pageToken?: string;
+  /** Attribute names to return with each session (e.g. a device label), at most 8. */
+  displayAttributes?: string[];
 }
 
 export interface SessionClientOptions {
@@ -184,6 +234,76 @@ export class SessionClient {
     try {
       const res = await this.sessions.delete({ id }, { timeoutMs: this.timeoutMs });
       return res.existed;
+    } catch (err) {
+      throw toError(err);
+    }
+  }
+
+  /**
+   * Moves the session to a new id (the old one is NOT_FOUND afterwards) and resolves to it. With
+   * `principal` it is the login step. Throws SessionNotFoundError or VersionConflictError.
+   */
+  async rotate(id: string, { expectedVersion, principal }: RotateOptions = {}): Promise<Session> {
+    const req = create(RotateRequestSchema, { id, expectedVersion, principal });
+    try {
+      const res = await this.sessions.rotate(req, { timeoutMs: this.timeoutMs });
+      return fromMessage(res.session);
+    } catch (err) {
+      throw toError(err);
+    }
+  }
+
+  /**
+   * One page of the principal's live sessions, newest activity first. An unknown principal has
+   * none; a forged or stale `pageToken` throws SessionError (INVALID_ARGUMENT).
+   */
+  async listSessions(principal: string, options: ListSessionsOptions = {}): Promise<SessionPage> {
+    const req = create(ListSessionsRequestSchema, {
+      principal,
+      pageSize: options.pageSize ?? 0,
+      pageToken: options.pageToken ?? "",
+      displayAttributes: options.displayAttributes ?? [],
+    });
+    try {
+      const res = await this.sessions.listSessions(req, { timeoutMs: this.timeoutMs });
+      return { sessions: res.sessions.map(fromInfo), nextPageToken: res.nextPageToken };
+    } catch (err) {
+      throw toError(err);
+    }
+  }
+
+  /** All of the principal's live sessions, page after page: `for await (const s of ...)`. */
+  async *allSessions(
+    principal: string,
+    options: Omit<ListSessionsOptions, "pageToken"> = {},
+  ): AsyncGenerator<SessionInfo, void, undefined> {
+    let pageToken = "";
+    do {
+      const page = await this.listSessions(principal, { ...options, pageToken });
+      yield* page.sessions;
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+  }
+
+  /**
+   * Ends one session of `principal` by its handle from `listSessions`; resolves to 1. Throws
+   * SessionNotFoundError for a handle that is not (or no longer) one of its sessions.
+   */
+  async revokeSession(principal: string, handle: string): Promise<number> {
+    try {
+      const res = await this.sessions.revokeSession({ principal, handle }, { timeoutMs: this.timeoutMs });
+      return res.revoked;
+    } catch (err) {
+      throw toError(err);
+    }
+  }
+
+  /** Ends every session of `principal`, or every one but `exceptId`; resolves to how many. */
+  async revokeSessions(principal: string, { exceptId }: { exceptId?: string } = {}): Promise<number> {
+    const req = create(RevokeSessionsRequestSchema, { principal, exceptId });
+    try {
+      const res = await this.sessions.revokeSessions(req, { timeoutMs: this.timeoutMs });
+      return res.revoked;
     } catch (err) {
       throw toError(err);
     }

@@ -27,4 +27,13 @@ try {
   console.log(`stale put rejected (ABORTED), current version ${err.currentVersion}`);
 }
 
-console.log("deleted:", await client.delete(session.id));
+// Login (or privilege change): a new id, the old one is NOT_FOUND from now on.
+const rotated = await client.rotate(session.id, { principal: "alice" });
+console.log(`rotated to a new id, version ${rotated.version}`);
+
+// Where alice is logged in: each session with a revocation handle (never its id).
+let n = 0;
+for await (const _ of client.allSessions("alice", { displayAttributes: ["theme"] })) n++;
+console.log(`alice has ${n} session(s)`);
+
+console.log("deleted:", await client.delete(rotated.id));

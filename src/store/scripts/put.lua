@@ -3,13 +3,17 @@
 -- ARGV[1] now (ms)   ARGV[2] expected version or ''   ARGV[3] max session bytes
 -- ARGV[4] max attributes   ARGV[5] new idle timeout (ms) or ''
 -- ARGV[6] '' to keep the principal, or '=' followed by the new principal
--- ARGV[7] number of names to set, followed by that many name/value pairs, followed by the names
+-- ARGV[7] the session's handle ('' for an id of the first form, which has no index)
+-- ARGV[8] number of names to set, followed by that many name/value pairs, followed by the names
 -- to remove.
--- Returns {1, new_blob} | {0} not found or expired | {-1, current_version}
+-- KEYS[2] (tagged ids) the index of the slot's principal: its entry follows the activity, and
+-- leaves when the principal is cleared.
+-- Returns {1, new_blob} | {0} not found, expired or moved | {-1, current_version}
 --       | {-2, total_bytes} too large | {-3, count} too many attributes
 local blob = redis.call('GET', KEYS[1])
 if not blob then return {0} end
-if string.byte(blob, 1) ~= 1 then return redis.error_reply('ERR unknown session format') end
+-- Format 2 is the forwarding record of a session that moved to another id.
+if string.byte(blob, 1) ~= 1 then return {0} end
 
 local version, created, last, idle, abs, plen, pos = struct.unpack('>I8I8I8I8I8I4', blob, 2)
 local now = tonumber(ARGV[1])
@@ -39,8 +43,8 @@ for i = 1, count do
   index[names[i]] = i
 end
 
-local arg = 8
-for _ = 1, tonumber(ARGV[7]) do
+local arg = 9
+for _ = 1, tonumber(ARGV[8]) do
   local name, value = ARGV[arg], ARGV[arg + 1]
   arg = arg + 2
   local i = index[name]
@@ -74,4 +78,12 @@ if abs > 0 and abs < expires then expires = abs end
 local out = string.char(1) .. struct.pack('>I8I8I8I8I8I4', version, created, now, idle, abs, plen)
   .. principal .. struct.pack('>I4', kept) .. table.concat(parts)
 redis.call('SET', KEYS[1], out, 'PXAT', expires)
+if KEYS[2] then
+  if plen == 0 then
+    redis.call('ZREM', KEYS[2], ARGV[7])
+  elseif redis.call('ZADD', KEYS[2], 'XX', 'CH', now, ARGV[7]) == 1
+      and redis.call('PEXPIRETIME', KEYS[2]) < expires then
+    redis.call('PEXPIREAT', KEYS[2], expires)
+  end
+end
 return {1, out}

@@ -2,9 +2,11 @@ package io.valkeysessions.client;
 
 import com.google.protobuf.ByteString;
 import io.valkeysessions.session.v1.Session;
+import io.valkeysessions.session.v1.SessionInfo;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.OptionalLong;
 import java.util.TreeSet;
 
@@ -34,7 +36,16 @@ public final class Example {
         System.out.println("stale put rejected (ABORTED), current version " + e.currentVersion().orElse(-1));
       }
 
-      System.out.println("deleted: " + client.delete(session.getId()));
+      // Login (or privilege change): a new id, the old one is NOT_FOUND from now on.
+      Session rotated = client.rotate(session.getId(), OptionalLong.empty(), Optional.of("alice"));
+      System.out.println("rotated to a new id, version " + rotated.getVersion());
+
+      // Where alice is logged in: each session with a revocation handle (never its id).
+      int n = 0;
+      for (SessionInfo ignored : client.allSessions("alice", 0, List.of("theme"))) n++;
+      System.out.println("alice has " + n + " session(s)");
+
+      System.out.println("deleted: " + client.delete(rotated.getId()));
     }
   }
 }

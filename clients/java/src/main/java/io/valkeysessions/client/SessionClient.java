@@ -12,13 +12,22 @@ import io.valkeysessions.session.v1.Consistency;
 import io.valkeysessions.session.v1.CreateRequest;
 import io.valkeysessions.session.v1.DeleteRequest;
 import io.valkeysessions.session.v1.GetRequest;
+import io.valkeysessions.session.v1.ListSessionsRequest;
+import io.valkeysessions.session.v1.ListSessionsResponse;
 import io.valkeysessions.session.v1.PutRequest;
+import io.valkeysessions.session.v1.RevokeSessionRequest;
+import io.valkeysessions.session.v1.RevokeSessionsRequest;
+import io.valkeysessions.session.v1.RotateRequest;
 import io.valkeysessions.session.v1.Session;
+import io.valkeysessions.session.v1.SessionInfo;
 import io.valkeysessions.session.v1.SessionServiceGrpc;
 import java.time.Duration;
 import java.util.Collection;
+import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
+import java.util.NoSuchElementException;
+import java.util.Optional;
 import java.util.OptionalLong;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
@@ -27,7 +36,8 @@ import java.util.function.Supplier;
  * A small wrapper over the generated {@code session.v1} blocking stub: one channel, a per-call
  * deadline, and typed exceptions ({@link SessionNotFoundException}, {@link
  * VersionConflictException}, else {@link SessionException}). Returns the generated, immutable
- * {@link Session} message. Thread-safe; create one per application and share it.
+ * messages ({@link Session}, {@link ListSessionsResponse} with {@link SessionInfo}s). Thread-safe;
+ * create one per application and share it.
  */
 public final class SessionClient implements AutoCloseable {
   private final ManagedChannel channel;
@@ -118,6 +128,97 @@ public final class SessionClient implements AutoCloseable {
   public boolean delete(String id) {
     DeleteRequest req = DeleteRequest.newBuilder().setId(id).build();
     return call(() -> stub().delete(req)).getExisted();
+  }
+
+  /**
+   * Moves the session to a new id (the old one is NOT_FOUND afterwards) and returns it. With
+   * {@code principal} present this is the login step: the session belongs to it from now on. With
+   * {@code expectedVersion} present a stale version throws {@link VersionConflictException}.
+   */
+  public Session rotate(String id, OptionalLong expectedVersion, Optional<String> principal) {
+    RotateRequest.Builder req = RotateRequest.newBuilder().setId(id);
+    expectedVersion.ifPresent(req::setExpectedVersion);
+    principal.ifPresent(req::setPrincipal);
+    return call(() -> stub().rotate(req.build())).getSession();
+  }
+
+  public Session rotate(String id) {
+    return rotate(id, OptionalLong.empty(), Optional.empty());
+  }
+
+  /**
+   * One page of the principal's live sessions, newest activity first, each with a revocation
+   * handle (never the id). {@code pageSize} 0 is the server default (20); {@code pageToken} is the
+   * previous page's {@code getNextPageToken()}, "" for the first page (a forged or stale one is
+   * INVALID_ARGUMENT); {@code displayAttributes} names the attributes returned with each session.
+   * An unknown principal has an empty list.
+   */
+  public ListSessionsResponse listSessions(
+      String principal, int pageSize, String pageToken, Collection<String> displayAttributes) {
+    ListSessionsRequest req = ListSessionsRequest.newBuilder()
+        .setPrincipal(principal)
+        .setPageSize(pageSize)
+        .setPageToken(pageToken)
+        .addAllDisplayAttributes(displayAttributes)
+        .build();
+    return call(() -> stub().listSessions(req));
+  }
+
+  public ListSessionsResponse listSessions(String principal) {
+    return listSessions(principal, 0, "", List.of());
+  }
+
+  /**
+   * All of the principal's live sessions, newest activity first; each iteration lists them again,
+   * fetching the next page (one call, with this client's deadline) as it goes.
+   */
+  public Iterable<SessionInfo> allSessions(String principal, int pageSize, Collection<String> displayAttributes) {
+    List<String> names = List.copyOf(displayAttributes);
+    return () -> new Iterator<SessionInfo>() {
+      private Iterator<SessionInfo> page = List.<SessionInfo>of().iterator();
+      private String token = "";
+      private boolean last = false;
+
+      @Override
+      public boolean hasNext() {
+        while (!page.hasNext() && !last) {
+          ListSessionsResponse res = listSessions(principal, pageSize, token, names);
+          page = res.getSessionsList().iterator();
+          token = res.getNextPageToken();
+          last = token.isEmpty();
+        }
+        return page.hasNext();
+      }
+
+      @Override
+      public SessionInfo next() {
+        if (!hasNext()) throw new NoSuchElementException();
+        return page.next();
+      }
+    };
+  }
+
+  /**
+   * Ends one session of {@code principal} by its handle from {@link #listSessions}; returns 1.
+   * A handle that is not (or no longer) one of its sessions throws {@link SessionNotFoundException}.
+   */
+  public long revokeSession(String principal, String handle) {
+    RevokeSessionRequest req = RevokeSessionRequest.newBuilder().setPrincipal(principal).setHandle(handle).build();
+    return Integer.toUnsignedLong(call(() -> stub().revokeSession(req)).getRevoked());
+  }
+
+  /**
+   * Ends every session of {@code principal}, or every one but {@code exceptId} ("log out
+   * everywhere else"); returns how many were revoked.
+   */
+  public long revokeSessions(String principal, Optional<String> exceptId) {
+    RevokeSessionsRequest.Builder req = RevokeSessionsRequest.newBuilder().setPrincipal(principal);
+    exceptId.ifPresent(req::setExceptId);
+    return Integer.toUnsignedLong(call(() -> stub().revokeSessions(req.build())).getRevoked());
+  }
+
+  public long revokeSessions(String principal) {
+    return revokeSessions(principal, Optional.empty());
   }
 
   /** grpc.health.v1 Check; {@code ""} is the server as a whole. */
