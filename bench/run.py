@@ -13,7 +13,9 @@ and the ElastiCache-Serverless-shaped TLS pair: primary P, replica P+1) it measu
      layout for the same data, written with valkey-cli --pipe;
   5. the service's peak RSS (VmHWM);
   6. the cost of security on the hot path: Get over TLS with a bearer token against plaintext
-     without auth, alternating on the same Valkey (issue 13).
+     without auth, alternating on the same Valkey (issue 13);
+  7. the sessions of a user (issue 15): ListSessions of principals with 10 and with 1,000
+     sessions, RevokeSessions, and the principal index's memory per session.
 
 Results go to target/bench/results.json and, unless --no-doc, into docs/benchmarks.md between
 the `bench:begin` and `bench:end` markers. --check exits 1 on any RPC error or any RPC that is
@@ -247,8 +249,10 @@ class Runner:
     def load(self, **flags):
         """The closed-loop flags shared by every throughput run."""
         o = self.options
-        return dict(concurrency=o.concurrency, connections=o.connections, duration=o.duration,
-                    warmup=o.warmup, sessions=o.sessions, **SESSION, **flags)
+        base = dict(concurrency=o.concurrency, connections=o.connections, duration=o.duration,
+                    warmup=o.warmup, sessions=o.sessions, **SESSION)
+        base.update(flags)
+        return base
 
     def valkey_benchmark(self, valkey, size):
         args = ["valkey-benchmark", "-h", "127.0.0.1", "-p", str(valkey.port), "-c",
@@ -334,6 +338,25 @@ class Runner:
             result["peak_rss_kib"] = service.peak_rss_kib()
             return result
 
+    def principals(self):
+        """ListSessions (first page of 20) of principals with 10 and 1,000 sessions, and
+        RevokeSessions of principals with 10, on standalone Valkey."""
+        log("--- sessions of a user (ListSessions, RevokeSessions)")
+        o = self.options
+        results = {}
+        with self.running("standalone") as (valkey, service):
+            for per, principals in ((10, 100), (1000, 10 if o.quick else 20)):
+                valkey.cli(valkey.port, "FLUSHALL", "SYNC")
+                results[f"list_{per}"] = self.bench(
+                    service, "list", **self.load(sessions=per * principals, principals=principals))
+            valkey.cli(valkey.port, "FLUSHALL", "SYNC")
+            principals = 100 if o.quick else 500
+            report = self.bench(service, "revoke-all", sessions=10 * principals, principals=principals,
+                                concurrency=8, connections=2, warmup="0s", duration="120s", **SESSION)
+            report["sessions_per_call"] = 10
+            results["revoke_all_10"] = report
+        return results
+
     def security_cost(self):
         """Get over TLS with a bearer token against plaintext without auth, alternating twice on
         the same Valkey so drift on a shared machine hits both alike."""
@@ -380,6 +403,16 @@ class Runner:
             key = valkey.cli(port, "RANDOMKEY").strip()
             ours_sample = int(valkey.cli(port, "MEMORY", "USAGE", key).strip())
 
+            # The same sessions, each belonging to a principal with 10: session + index entry.
+            valkey.cli(port, "FLUSHALL", "SYNC")
+            base = used()
+            self.run([str(self.binaries / "session-bench"), "--addr", service.addr,
+                      "--populate-only", "--sessions", str(n), "--principals", str(n // 10),
+                      "--value-size", str(SESSION["value_size"]),
+                      "--attributes", str(SESSION["attributes"])],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            indexed_total = used() - base
+
             valkey.cli(port, "FLUSHALL", "SYNC")
             base = used()
             spring = spring_layout(n, **SESSION)
@@ -397,6 +430,8 @@ class Runner:
                 "sessions": n,
                 "ours_bytes_per_session": ours_total / n,
                 "ours_memory_usage_sample": ours_sample,
+                "indexed_bytes_per_session": indexed_total / n,
+                "index_overhead": indexed_total / ours_total - 1,
                 "spring_bytes_per_session": spring_total / n,
                 "spring_memory_usage_sample": spring_sample,
                 "spring_hash_encoding": encoding,
@@ -590,12 +625,28 @@ def render(results):
         "",
         "| layout | bytes per session (used_memory delta) | MEMORY USAGE of one session's keys |",
         "|---|---:|---:|",
-        f"| valkey-sessions: one string `vs:{{id}}` | {mem['ours_bytes_per_session']:,.0f} | {mem['ours_memory_usage_sample']:,} |",
+        f"| valkey-sessions, anonymous: one string `vs:{{tag}}.handle` | {mem['ours_bytes_per_session']:,.0f} | {mem['ours_memory_usage_sample']:,} |",
+        f"| valkey-sessions, 10 sessions per principal: the string + its entry in `vs:{{tag}}:i` | {mem['indexed_bytes_per_session']:,.0f} | – |",
         f"| Spring Session RedisIndexedSessionRepository: hash ({mem['spring_hash_encoding']}) + expires key + expirations set entry | "
         f"{mem['spring_bytes_per_session']:,.0f} | {mem['spring_memory_usage_sample']:,} (without the set entry) |",
         "",
         f"**valkey-sessions needs {mem['ratio']:.0%} of the Spring layout's memory** "
-        f"({mem['sessions']:,} sessions each).",
+        f"({mem['sessions']:,} sessions each). **The principal index adds "
+        f"{mem['index_overhead']:.1%} per session** (goal: at most 15%).",
+        "",
+    ]
+    pr = results["principals"]
+    lines += [
+        "#### Sessions of a user (standalone)",
+        "",
+        "| RPC | RPS | p50 ms | p99 ms | errors | service CPU µs/RPC |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(f"| {label} | {pr[k]['total']['rps']:,.0f} | {ms(pr[k]['total']['p50_us'])} | "
+          f"{ms(pr[k]['total']['p99_us'])} | {sum(pr[k]['errors'].values())} | "
+          f"{pr[k]['server_cpu_us_per_rpc']:.1f} |"
+          for k, label in (("list_10", "ListSessions, first page of 20, principal with 10 sessions"),
+                           ("list_1000", "ListSessions, first page of 20, principal with 1,000 sessions"),
+                           ("revoke_all_10", "RevokeSessions of a principal with 10 sessions (concurrency 8)"))),
         "",
     ]
     sec = results["security"]
@@ -624,6 +675,9 @@ def render(results):
 
 def check(results):
     problems = []
+    for name, r in results.get("principals", {}).items():
+        if sum(r["errors"].values()):
+            problems.append(f"principals {name}: errors {r['errors']}")
     for name in ("plaintext", "tls_token"):
         if results["security"][name]["errors"]:
             problems.append(f"security {name}: {results['security'][name]['errors']} errors")
@@ -668,6 +722,7 @@ def main():
     results["serverless"] = runner.topology("serverless")
     results["memory"] = runner.memory()
     results["security"] = runner.security_cost()
+    results["principals"] = runner.principals()
     results["commands"] = runner.commands
     out = runner.workdir / "results.json"
     out.write_text(json.dumps(results, indent=2))

@@ -87,11 +87,11 @@ class Error(str):
     pass
 
 
-def session_blob(version, now_ms, idle_ms):
-    """Value layout format 1 (docs/key-layout.md): one attribute, no principal."""
+def session_blob(version, now_ms, idle_ms, principal=b""):
+    """Value layout format 1 (docs/key-layout.md): one attribute."""
     header = struct.pack(">BQQQQQ", 1, version, now_ms, now_ms, idle_ms, 0)
-    return header + struct.pack(">I", 0) + struct.pack(">I", 1) + struct.pack(">I", 4) + b"name" \
-        + struct.pack(">I", 5) + b"value"
+    return header + struct.pack(">I", len(principal)) + principal + struct.pack(">I", 1) \
+        + struct.pack(">I", 4) + b"name" + struct.pack(">I", 5) + b"value"
 
 
 def free_port():
@@ -185,24 +185,46 @@ class ServiceAccessStringOnValkey(unittest.TestCase):
     def test_every_operation_of_the_store(self):
         conn = self.service_connection()
         shas = {}
-        for name in ("put", "touch", "delete_if_version"):
-            shas[name] = self.assertAllowed(conn.call("SCRIPT", "LOAD", (SCRIPTS / f"{name}.lua").read_bytes()))
+        for script in sorted(SCRIPTS.glob("*.lua")):
+            shas[script.stem] = self.assertAllowed(conn.call("SCRIPT", "LOAD", script.read_bytes()))
         now = int(time.time() * 1000)
-        key, rotated = "vs:{acl-test-id}", "vs:{acl-test-new}"
-        # Create; Get.
-        self.assertEqual(conn.call("SET", key, session_blob(1, now - 60_000, 100_000), "PXAT", now + 40_000, "NX"), "OK")
+        tag = "{acl-test-tag}"
+        key, index, rotated = f"vs:{tag}.h1", f"vs:{tag}:i", f"vs:{tag}.h2"
+        members = f"vs:{tag}."
+        # The deployment's secret: SET NX GET.
+        self.assertAllowed(conn.call("SET", "vs:_secret", b"k" * 32, "NX", "GET"))
+        # Create of a principal's session: EXISTS, ZCARD, ZRANGE, ZPOPMIN, DEL, SET, ZADD,
+        # PEXPIRETIME, PEXPIREAT inside; at a limit of 1 the second create revokes the first.
+        blob = session_blob(1, now - 60_000, 100_000, principal=b"ada")
+        self.assertEqual(self.assertAllowed(conn.call(
+            "EVALSHA", shas["create"], 2, f"vs:{tag}.h0", index, blob, now + 40_000, "h0", now, 1,
+            "revoke", members)), [1, 0])
+        self.assertEqual(self.assertAllowed(conn.call(
+            "EVALSHA", shas["create"], 2, key, index, blob, now + 40_000, "h1", now, 1,
+            "revoke", members)), [1, 1])
         self.assertIsInstance(self.assertAllowed(conn.call("GET", key)), bytes)
-        # Touch after a read in the second half of the idle window: GETRANGE, SETRANGE, PEXPIREAT.
-        self.assertEqual(conn.call("EVALSHA", shas["touch"], 1, key, now), 1)
-        # Put: GET and SET inside the script.
+        # Touch after a read in the second half of the idle window, with the index entry.
+        self.assertEqual(conn.call("EVALSHA", shas["touch"], 2, key, index, now, "h1"), 1)
+        # Put: GET and SET inside, the index entry follows.
         reply = self.assertAllowed(conn.call(
-            "EVALSHA", shas["put"], 1, key, now, "", 4 << 20, 1024, "", "", 1, "other", "v"))
+            "EVALSHA", shas["put"], 2, key, index, now, "", 4 << 20, 1024, "", "", "h1", 1, "other", "v"))
         self.assertEqual(reply[0], 1, reply)
-        # Rotate: GET old, SET new NX, delete_if_version (GET, DEL inside) on the old key.
-        self.assertEqual(conn.call("SET", rotated, session_blob(3, now, 100_000), "PXAT", now + 100_000, "NX"), "OK")
-        self.assertEqual(conn.call("EVALSHA", shas["delete_if_version"], 1, key, 2), [1])
-        # Delete.
-        self.assertEqual(conn.call("DEL", rotated), 1)
+        # ListSessions: ZRANGE BYSCORE, GET, ZREM inside.
+        listed = self.assertAllowed(conn.call("EVALSHA", shas["list"], 1, index, members, 10, "", "", "ada", "other"))
+        self.assertEqual(len(listed[2]), 1, listed)
+        # Rotate in the slot: GET, EXISTS, SET, DEL, ZREM, ZADD inside.
+        self.assertEqual(self.assertAllowed(conn.call(
+            "EVALSHA", shas["rotate"], 3, key, rotated, index, now, "", "h1", "h2", ""))[0], 1)
+        # Login to another slot: seal, and undo it.
+        moved = self.assertAllowed(conn.call(
+            "EVALSHA", shas["seal"], 2, rotated, index, now, "", "h2", "new-id", "bob"))
+        self.assertEqual(moved[0], 1, moved)
+        self.assertEqual(conn.call("EVALSHA", shas["unseal"], 2, rotated, index, "new-id", "h2", now), 1)
+        # Revoke one, revoke all, delete; then WAIT for the replica (none here: answers 0).
+        self.assertEqual(conn.call("EVALSHA", shas["revoke"], 2, index, rotated, "h2", "ada"), 1)
+        self.assertAllowed(conn.call("EVALSHA", shas["revoke_all"], 1, index, members, "", "ada", 500))
+        self.assertEqual(conn.call("EVALSHA", shas["delete"], 2, rotated, index, "h2"), 0)
+        self.assertEqual(conn.call("WAIT", 1, 10), 0)
 
     def test_nothing_beyond_the_prefix_and_the_list(self):
         conn = self.service_connection()

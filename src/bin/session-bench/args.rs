@@ -49,6 +49,15 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub sessions: usize,
 
+    /// Spread the working set over this many principals (`bench-<n>`), sessions/principals
+    /// each; 0 creates anonymous sessions. `list` and `revoke-all` need it.
+    #[arg(long, default_value_t = 0)]
+    pub principals: usize,
+
+    /// Sessions per ListSessions page (`--op list`).
+    #[arg(long, default_value_t = 20)]
+    pub page_size: u32,
+
     /// Fixed total rate in requests per second instead of closed loop; latency is then measured
     /// from each request's scheduled time, so a stall is not hidden (coordinated omission).
     #[arg(long)]
@@ -90,6 +99,10 @@ pub enum Op {
     Delete,
     /// 80% Get, 15% Put, 5% Create followed by Delete of the new session.
     Mixed,
+    /// ListSessions (first page) of a random principal of the working set.
+    List,
+    /// RevokeSessions of each principal once, in order; the run ends when all are revoked.
+    RevokeAll,
 }
 
 impl Args {
@@ -100,6 +113,12 @@ impl Args {
         }
         if self.sessions == 0 && matches!(self.op, Op::Get | Op::Put | Op::Delete | Op::Mixed) {
             return Err("--sessions must be at least 1 for get, put, delete and mixed".into());
+        }
+        if self.principals == 0 && matches!(self.op, Op::List | Op::RevokeAll) {
+            return Err("--principals must be at least 1 for list and revoke-all".into());
+        }
+        if self.principals > self.sessions.max(1) {
+            return Err("--principals must not exceed --sessions".into());
         }
         if self.rate == Some(0) {
             return Err("--rate must be positive".into());

@@ -14,7 +14,10 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tokio::time::Instant;
 use valkey_sessions::{
     client::Client,
-    proto::{Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest},
+    proto::{
+        Consistency, CreateRequest, DeleteRequest, GetRequest, ListSessionsRequest, PutRequest,
+        RevokeSessionsRequest,
+    },
 };
 
 use crate::{
@@ -26,6 +29,8 @@ use crate::{
 pub struct Workload {
     clients: Vec<Client>,
     ids: Vec<String>,
+    principals: Vec<String>,
+    page_size: u32,
     attributes: HashMap<String, Vec<u8>>,
     value: Vec<u8>,
     op: Op,
@@ -61,11 +66,17 @@ impl Workload {
         let attributes: HashMap<String, Vec<u8>> = (0..args.attributes)
             .map(|i| (format!("attr{i}"), value.clone()))
             .collect();
+        let principals: Vec<String> = (0..args.principals).map(|i| format!("bench-{i}")).collect();
         let created: Vec<Result<String, tonic::Status>> = stream::iter(0..args.sessions)
             .map(|i| {
                 let mut client = clients[i % clients.len()].clone();
                 let request = CreateRequest {
                     attributes: attributes.clone(),
+                    principal: if principals.is_empty() {
+                        String::new()
+                    } else {
+                        principals[i % principals.len()].clone()
+                    },
                     ..Default::default()
                 };
                 async move {
@@ -83,6 +94,8 @@ impl Workload {
         Ok(Self {
             clients,
             ids,
+            principals,
+            page_size: args.page_size,
             attributes,
             value,
             op: args.op,
@@ -146,6 +159,11 @@ impl Workload {
                 op => op,
             };
             let id = match (op, self.ids.len()) {
+                (Op::List, _) => &self.principals[rng.random_range(0..self.principals.len())],
+                (Op::RevokeAll, _) => match self.deleted.fetch_add(1, Ordering::Relaxed) {
+                    next if next < self.principals.len() => &self.principals[next],
+                    _ => break,
+                },
                 (_, 0) => "",
                 (Op::Delete, n) => match self.deleted.fetch_add(1, Ordering::Relaxed) {
                     next if next < n => &self.ids[next],
@@ -191,6 +209,22 @@ impl Workload {
                 .delete(DeleteRequest { id: id.to_owned() })
                 .await
                 .map(|_| "delete"),
+            // `id` is a principal for these two.
+            Op::List => client
+                .list_sessions(ListSessionsRequest {
+                    principal: id.to_owned(),
+                    page_size: self.page_size,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| "list"),
+            Op::RevokeAll => client
+                .revoke_sessions(RevokeSessionsRequest {
+                    principal: id.to_owned(),
+                    except_id: None,
+                })
+                .await
+                .map(|_| "revoke-all"),
             Op::Create if self.op == Op::Mixed => {
                 // Create then Delete: the mix's sign-up and logout, the working set stays put.
                 let created = self.create(client).await;

@@ -1,10 +1,14 @@
 -- Deletes a session and its index entry (same slot).
 -- KEYS[1] session key   KEYS[2] index of the slot's principal   ARGV[1] handle
 -- Returns 1 if the session existed, 0 otherwise.
-redis.call('ZREM', KEYS[2], ARGV[1])
 local blob = redis.call('GET', KEYS[1])
-if not blob then return 0 end
+if not blob then
+  -- Expired: its entry may linger until a listing prunes it; remove it now.
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
 redis.call('DEL', KEYS[1])
 -- A forwarding record (format 2) is the trace of a session that moved: not a live session.
 if string.byte(blob, 1) ~= 1 then return 0 end
+if struct.unpack('>I4', blob, 42) > 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
 return 1

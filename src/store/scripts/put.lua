@@ -23,6 +23,7 @@ if expires <= now then return {0} end
 if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then return {-1, version} end
 
 local principal = string.sub(blob, pos, pos + plen - 1)
+local indexed = plen > 0
 pos = pos + plen
 if ARGV[5] ~= '' then idle = tonumber(ARGV[5]) end
 if ARGV[6] ~= '' then
@@ -78,7 +79,7 @@ if abs > 0 and abs < expires then expires = abs end
 local out = string.char(1) .. struct.pack('>I8I8I8I8I8I4', version, created, now, idle, abs, plen)
   .. principal .. struct.pack('>I4', kept) .. table.concat(parts)
 redis.call('SET', KEYS[1], out, 'PXAT', expires)
-if KEYS[2] then
+if KEYS[2] and indexed then
   if plen == 0 then
     redis.call('ZREM', KEYS[2], ARGV[7])
   elseif redis.call('ZADD', KEYS[2], 'XX', 'CH', now, ARGV[7]) == 1

@@ -38,6 +38,9 @@ locals {
   #   data:        GET, SET (Create, Rotate), DEL; inside the scripts GET, SET, DEL, GETRANGE,
   #                SETRANGE, PEXPIREAT (Valkey checks script calls against the caller's ACL too)
   #   scripts:     EVALSHA, and SCRIPT LOAD at start-up and after NOSCRIPT; no EVAL (nothing sends it)
+  #   index:       inside the scripts, a principal's sorted set of sessions: EXISTS, ZADD, ZREM,
+  #                ZCARD, ZRANGE, ZPOPMIN, ZSCORE, PEXPIRETIME (issue 15); WAIT after a
+  #                revocation, so the replica has it before the call returns
   #   connection:  AUTH (every connection, and again with each refreshed IAM token), HELLO (RESP3
   #                clients), PING (health), READONLY (replica connections on 6380)
   #   topology:    CLUSTER SLOTS (routing), CLUSTER INFO (fred's cluster_state check on connect)
@@ -47,7 +50,8 @@ locals {
   # channel, no admin, dangerous or keyspace-wide command (KEYS, SCAN, FLUSHALL, CONFIG, ...).
   cache_user_commands = [
     "+get", "+set", "+del", "+getrange", "+setrange", "+pexpireat",
-    "+evalsha", "+script|load",
+    "+exists", "+zadd", "+zrem", "+zcard", "+zrange", "+zpopmin", "+zscore", "+pexpiretime",
+    "+evalsha", "+script|load", "+wait",
     "+auth", "+hello", "+ping", "+readonly",
     "+cluster|slots", "+cluster|info",
     "+client|id", "+info",
