@@ -181,7 +181,8 @@ class Service:
         }
         if valkey.tls:
             env.update(VALKEY_SESSIONS_PROFILE="cloud", VALKEY_CA_FILE=valkey.ca,
-                       VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK="true")
+                       VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK="true",
+                       VALKEY_SESSIONS_NEAR_CACHE__ENABLED="false")
         # Secured: TLS on the gRPC port and a bearer token required (Secured.env), and the
         # caller flags session-bench and health-probe need to match.
         self.caller_flags = []

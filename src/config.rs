@@ -134,6 +134,21 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Tenants by name: each has its own key prefix and may override `limits` and `sessions`.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// The coherent in-memory cache of eventual Gets.
+    pub near_cache: NearCacheConfig,
+}
+
+/// The near cache: recently read sessions in memory, invalidated by Valkey (CLIENT TRACKING).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NearCacheConfig {
+    /// Serve eventual Gets from memory (off in `local`, on in `cloud`). Turns itself off, with a
+    /// log line and `near_cache_enabled` 0, where the server refuses CLIENT TRACKING.
+    pub enabled: bool,
+    /// Most sessions held.
+    pub max_entries: u64,
+    /// Most bytes of session data held (about).
+    pub max_bytes: u64,
 }
 
 /// gRPC server settings.
@@ -443,6 +458,11 @@ impl Config {
                 callers: Vec::new(),
             },
             tenants: BTreeMap::new(),
+            near_cache: NearCacheConfig {
+                enabled: cloud,
+                max_entries: 100_000,
+                max_bytes: 256 << 20,
+            },
         }
     }
 
@@ -568,6 +588,14 @@ impl Config {
         }
         if self.grpc.concurrency_limit == 0 {
             return Err(invalid("grpc.concurrency_limit", "must be at least 1"));
+        }
+        if self.near_cache.enabled
+            && (self.near_cache.max_entries == 0 || self.near_cache.max_bytes < 4096)
+        {
+            return Err(invalid(
+                "near_cache.max_entries",
+                "the near cache needs max_entries >= 1 and max_bytes >= 4096 (or enabled = false)",
+            ));
         }
         self.validate_valkey_auth()?;
         self.validate_grpc_security()?;

@@ -120,7 +120,25 @@ pub async fn run(
     security.watch(&config);
     let tenants = Tenants::from_config(&config).expect("validated at start-up");
     let pool = store::build_pool(&config.valkey).await?;
-    let store = SessionStore::new(pool, config.valkey.read_from, &config.valkey.key_prefix);
+    let mut store = SessionStore::new(pool, config.valkey.read_from, &config.valkey.key_prefix);
+    if config.near_cache.enabled {
+        let cache = store::near_cache::NearCache::new(
+            config.near_cache.max_entries,
+            config.near_cache.max_bytes,
+        );
+        store::tracking::spawn(
+            store.pool().clone(),
+            cache.clone(),
+            config.valkey.clone(),
+            config.valkey.key_prefix.clone(),
+        );
+        store = store.with_near_cache(cache);
+        tracing::info!(
+            max_entries = config.near_cache.max_entries,
+            max_bytes = config.near_cache.max_bytes,
+            "near cache on (serves once every tracking connection is up)"
+        );
+    }
     if store::connect(store.pool(), config.valkey.connect_timeout).await {
         if let Err(e) = store.load_scripts().await {
             tracing::warn!(error = %e, "could not preload scripts; they load on first use");

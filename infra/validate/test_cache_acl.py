@@ -198,10 +198,10 @@ class ServiceAccessStringOnValkey(unittest.TestCase):
         blob = session_blob(1, now - 60_000, 100_000, principal=b"ada")
         self.assertEqual(self.assertAllowed(conn.call(
             "EVALSHA", shas["create"], 2, f"vs:{tag}.h0", index, blob, now + 40_000, "h0", now, 1,
-            "revoke", members)), [1, 0])
+            "revoke", members))[:2], [1, 0])
         self.assertEqual(self.assertAllowed(conn.call(
             "EVALSHA", shas["create"], 2, key, index, blob, now + 40_000, "h1", now, 1,
-            "revoke", members)), [1, 1])
+            "revoke", members))[:2], [1, 1])
         self.assertIsInstance(self.assertAllowed(conn.call("GET", key)), bytes)
         # Touch after a read in the second half of the idle window, with the index entry.
         self.assertEqual(conn.call("EVALSHA", shas["touch"], 2, key, index, now, "h1"), 1)

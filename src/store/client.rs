@@ -35,6 +35,27 @@ pub enum ClientError {
 
 /// Builds an unconnected pool from the configuration.
 pub async fn build_pool(cfg: &ValkeyConfig) -> Result<Pool, ClientError> {
+    let config = fred_config(cfg).await?;
+    Ok(builder(config, cfg).build_pool(cfg.pool_size)?)
+}
+
+/// A RESP3 client of one node (for its invalidation messages), with the pool's TLS, credentials,
+/// timeouts and reconnect policy.
+pub async fn build_node_client(
+    cfg: &ValkeyConfig,
+    server: &fred::types::config::Server,
+) -> Result<fred::prelude::Client, ClientError> {
+    let mut config = fred_config(cfg).await?;
+    config.server = fred::types::config::ServerConfig::Centralized {
+        server: server.clone(),
+    };
+    config.version = fred::types::RespVersion::RESP3;
+    let mut node = cfg.clone();
+    node.read_from = ReadFrom::Primary;
+    Ok(builder(config, &node).build()?)
+}
+
+async fn fred_config(cfg: &ValkeyConfig) -> Result<FredConfig, ClientError> {
     let mut config = FredConfig::from_url(&cfg.url)?;
     set_credentials(&mut config, cfg).await?;
     if config.tls.is_some() {
@@ -48,10 +69,15 @@ pub async fn build_pool(cfg: &ValkeyConfig) -> Result<Pool, ClientError> {
     }
     // Fail commands at once while disconnected instead of queueing them behind a reconnect.
     config.fail_fast = true;
+    Ok(config)
+}
+
+fn builder(config: FredConfig, cfg: &ValkeyConfig) -> Builder {
     let command_timeout = cfg.command_timeout;
     let connect_timeout = cfg.connect_timeout;
     let replicas = cfg.read_from == ReadFrom::Replica;
-    let pool = Builder::from_config(config)
+    let mut builder = Builder::from_config(config);
+    builder
         .with_performance_config(|perf| {
             perf.default_command_timeout = command_timeout;
         })
@@ -72,9 +98,8 @@ pub async fn build_pool(cfg: &ValkeyConfig) -> Result<Pool, ClientError> {
                 };
             }
         })
-        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
-        .build_pool(cfg.pool_size)?;
-    Ok(pool)
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+    builder
 }
 
 /// Puts the configured credentials on every connection fred opens, including replica connections

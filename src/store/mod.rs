@@ -5,10 +5,12 @@ mod codec;
 mod credentials;
 pub mod iam;
 mod keys;
+pub mod near_cache;
 mod principals;
 mod secret;
+pub mod tracking;
 
-pub use client::{ClientError, build_pool, connect};
+pub use client::{ClientError, build_node_client, build_pool, connect};
 pub use keys::KeySpace;
 pub use principals::{Listed, Page, SessionEntry};
 pub use secret::Secret;
@@ -37,6 +39,8 @@ pub enum ReadSource {
     Primary,
     /// The primary, after the replica missed or failed.
     Fallback,
+    /// This instance's near cache.
+    Cache,
 }
 
 impl ReadSource {
@@ -46,6 +50,7 @@ impl ReadSource {
             Self::Replica => "replica",
             Self::Primary => "primary",
             Self::Fallback => "fallback",
+            Self::Cache => "cache",
         }
     }
 }
@@ -119,6 +124,7 @@ pub struct SessionStore {
     scripts: Arc<Scripts>,
     secret_key: String,
     secret: Arc<tokio::sync::OnceCell<Secret>>,
+    near: Option<Arc<near_cache::NearCache>>,
 }
 
 impl SessionStore {
@@ -131,6 +137,20 @@ impl SessionStore {
             scripts: Arc::new(Scripts::new()),
             secret_key: format!("{key_prefix}_secret"),
             secret: Arc::new(tokio::sync::OnceCell::new()),
+            near: None,
+        }
+    }
+
+    /// Serves eventual Gets from `cache` while it is coherent.
+    pub fn with_near_cache(mut self, cache: Arc<near_cache::NearCache>) -> Self {
+        self.near = Some(cache);
+        self
+    }
+
+    /// Drops a key from the near cache at once: this instance changed it.
+    pub(crate) fn forget(&self, key: &str) {
+        if let Some(near) = &self.near {
+            near.invalidate(key);
         }
     }
 
@@ -178,6 +198,10 @@ impl SessionStore {
         strong: bool,
     ) -> Result<(Option<Session>, ReadSource), Error> {
         let key = tenant.keys.session(id);
+        if !strong && let Some(session) = self.near.as_ref().and_then(|n| n.get(&key)) {
+            return Ok((Some(session), ReadSource::Cache));
+        }
+        let generation = self.near.as_ref().map(|n| n.generation(&key));
         let client = self.pool.next();
         let (blob, source) = if strong || self.read_from == ReadFrom::Primary {
             let blob: Option<Bytes> = timed("get", client.get(&key)).await?;
@@ -198,6 +222,7 @@ impl SessionStore {
                 }
             }
         };
+        let size = blob.as_ref().map_or(0, Bytes::len);
         let session = match blob {
             Some(blob) if blob.first() == Some(&codec::MOVED) => None,
             Some(blob) => Some(codec::decode(id.clone(), &blob)?),
@@ -205,6 +230,9 @@ impl SessionStore {
         };
         // A replica may still hold a key whose time is up: expiry is the primary's decision.
         let live = session.filter(|s| s.expires_at_ms() > now_ms());
+        if let (Some(near), Some(generation), Some(session)) = (&self.near, generation, &live) {
+            near.insert(&key, session, size, generation);
+        }
         Ok((live, source))
     }
 
@@ -249,13 +277,16 @@ impl SessionStore {
         }
         args.extend(delta.remove.into_iter().map(Value::from));
 
+        self.forget(&keys[0]);
         let reply: Vec<Value> = timed(
             "evalsha_put",
             self.scripts
                 .put
-                .evalsha_with_reload(self.pool.next(), keys, args),
+                .evalsha_with_reload(self.pool.next(), keys.clone(), args),
         )
         .await?;
+        // Again after the write: a read that raced it must not leave the old value cached.
+        self.forget(&keys[0]);
         let code = reply.first().and_then(Value::as_i64);
         let number = || reply.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64;
         match code {
@@ -280,11 +311,13 @@ impl SessionStore {
     pub fn touch_in_background(&self, tenant: &Tenant, id: &SessionId, indexed: bool) {
         let store = self.clone();
         let mut keys = vec![tenant.keys.session(id)];
+        self.forget(&keys[0]);
         let mut args = vec![Value::from(now_ms() as i64)];
         if let (true, Some(tag)) = (indexed, id.tag()) {
             keys.push(tenant.keys.index(&tag));
             args.push(id.handle().into());
         }
+        let keys_after = keys[0].clone();
         let span = tracing::debug_span!("valkey.touch", session = %id.fingerprint());
         tokio::spawn(
             async move {
@@ -296,6 +329,7 @@ impl SessionStore {
                         .evalsha_with_reload(store.pool.next(), keys, args),
                 )
                 .await;
+                store.forget(&keys_after);
                 let outcome = match &result {
                     Ok(1) => "refreshed",
                     Ok(_) => "skipped",
@@ -314,19 +348,22 @@ impl SessionStore {
     #[tracing::instrument(level = "debug", name = "valkey.delete", skip_all, fields(session = %id.fingerprint()))]
     pub async fn delete(&self, tenant: &Tenant, id: &SessionId) -> Result<bool, Error> {
         let key = tenant.keys.session(id);
+        self.forget(&key);
         let Some(tag) = id.tag() else {
-            let removed: i64 = timed("del", self.pool.next().del(key)).await?;
+            let removed: i64 = timed("del", self.pool.next().del(&key)).await?;
+            self.forget(&key);
             return Ok(removed > 0);
         };
         let existed: i64 = timed(
             "evalsha_delete",
             self.scripts.delete.evalsha_with_reload(
                 self.pool.next(),
-                vec![key, tenant.keys.index(&tag)],
+                vec![key.clone(), tenant.keys.index(&tag)],
                 vec![Value::from(id.handle())],
             ),
         )
         .await?;
+        self.forget(&key);
         Ok(existed > 0)
     }
 

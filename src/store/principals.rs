@@ -97,6 +97,11 @@ impl SessionStore {
         match code(&reply) {
             Some(1) => {
                 let revoked = number(&reply);
+                if let Some(Value::Array(handles)) = reply.get(2) {
+                    for h in handles {
+                        self.forget(&tenant.keys.session_by_handle(&tag, &text(Some(h))));
+                    }
+                }
                 if revoked > 0 {
                     metrics::counter!("session_limit_revocations_total").increment(revoked);
                     self.wait_for_replicas(&tenant.keys.index(&tag)).await;
@@ -176,6 +181,7 @@ impl SessionStore {
                 ),
             )
             .await?;
+            self.forget(&tenant.keys.session(old));
             return match code(&reply) {
                 Some(1) => blob(&reply).and_then(|b| codec::decode(new, b)),
                 Some(0) => Err(Error::NotFound),
@@ -232,6 +238,7 @@ impl SessionStore {
             ),
         )
         .await?;
+        self.forget(&old_keys[0]);
         let (new, stored) = match code(&reply) {
             Some(1) => (new, blob(&reply)?.to_vec()),
             // Sealed before by a move that did not finish: complete it, for the same principal
@@ -387,6 +394,7 @@ impl SessionStore {
             ),
         )
         .await?;
+        self.forget(&tenant.keys.session_by_handle(&tag, handle));
         if revoked > 0 {
             self.wait_for_replicas(&index).await;
         }
@@ -425,6 +433,11 @@ impl SessionStore {
             .await?;
             let field = |i: usize| reply.get(i).and_then(Value::as_i64).unwrap_or(0).max(0) as u64;
             total += field(0);
+            if let Some(Value::Array(handles)) = reply.get(3) {
+                for h in handles {
+                    self.forget(&tenant.keys.session_by_handle(&tag, &text(Some(h))));
+                }
+            }
             // Stop when done, or when nothing moved (entries of a tag-sharing principal stay).
             if field(2) == 0 || field(1) == 0 {
                 break;

@@ -4,9 +4,10 @@
 -- ARGV[1] blob   ARGV[2] expiry (ms)   ARGV[3] handle   ARGV[4] now (ms)
 -- ARGV[5] session limit (0 = none)   ARGV[6] 'revoke' (oldest) or 'reject' at the limit
 -- ARGV[7] key prefix of the slot's sessions (a handle's key is ARGV[7] .. handle)
--- Returns {1, revoked} | {0} the key exists | {-4, live} at the limit and 'reject'
+-- Returns {1, revoked, {revoked handles}} | {0} the key exists | {-4, live} at the limit and 'reject'
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 local revoked = 0
+local gone = {}
 local max = tonumber(ARGV[5])
 if max > 0 then
   local live = redis.call('ZCARD', KEYS[2])
@@ -21,6 +22,7 @@ if max > 0 then
     if ARGV[6] == 'reject' then return {-4, live} end
     local oldest = redis.call('ZPOPMIN', KEYS[2])
     revoked = revoked + redis.call('DEL', ARGV[7] .. oldest[1])
+    gone[#gone + 1] = oldest[1]
     live = live - 1
   end
 end
@@ -30,4 +32,4 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 if redis.call('PEXPIRETIME', KEYS[2]) < tonumber(ARGV[2]) then
   redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 end
-return {1, revoked}
+return {1, revoked, gone}

@@ -3,8 +3,9 @@
 -- KEYS[1] the principal's index
 -- ARGV[1] key prefix of the slot's sessions   ARGV[2] handle to keep or ''   ARGV[3] principal
 -- ARGV[4] batch size
--- Returns {revoked, removed from the index, remaining}
+-- Returns {revoked, removed from the index, remaining, {revoked handles}}
 local revoked, removed = 0, 0
+local gone = {}
 local kept = 0
 if ARGV[2] ~= '' and redis.call('ZSCORE', KEYS[1], ARGV[2]) then kept = 1 end
 local members = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[4]) + kept - 1)
@@ -22,8 +23,9 @@ for _, handle in ipairs(members) do
       if blob and string.byte(blob, 1) == 1 then
         redis.call('DEL', key)
         revoked = revoked + 1
+        gone[#gone + 1] = handle
       end
     end
   end
 end
-return {revoked, removed, redis.call('ZCARD', KEYS[1]) - kept}
+return {revoked, removed, redis.call('ZCARD', KEYS[1]) - kept, gone}
