@@ -108,7 +108,7 @@ async fn first_visit_seeds_the_demo_todo_in_a_cookie_session() {
         !line.contains("Secure"),
         "plain HTTP must not get Secure: {line}"
     );
-    assert_eq!(id.len(), 43, "the cookie carries the service's session id");
+    assert_eq!(id.len(), 55, "the cookie carries the service's session id");
     let todos = json_of(first).await;
     assert_eq!(todos.as_array().unwrap().len(), 1);
     assert_eq!(todos[0]["title"], "Hello World");
