@@ -640,6 +640,7 @@ async fn the_page_and_the_openapi_document_are_served() {
 
     let doc = json_of(bare().get(stack.url("/openapi.json")).send().await.unwrap()).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(html.contains("/sessions") && html.contains("Log out other sessions"));
     for path in [
         "/todos",
         "/todos/{id}",
