@@ -8,7 +8,7 @@ use reqwest::{Client, Response, StatusCode, header};
 use serde_json::{Value, json};
 use support::{Service, Valkey, otlp, otlp::hex};
 use tonic::Code;
-use valkey_sessions::proto::GetRequest;
+use valkey_sessions::proto::{GetRequest, Session};
 
 /// Valkey, the service and the gateway, each a real process.
 struct Stack {
@@ -37,18 +37,21 @@ impl Stack {
         format!("http://{}{path}", self.gateway.addr)
     }
 
-    /// The stored session behind a cookie value, read through gRPC.
+    /// The stored todos behind a cookie value, read through gRPC.
     async fn stored(&self, id: &str) -> Result<Value, Code> {
+        let session = self.session(id).await?;
+        Ok(serde_json::from_slice(&session.attributes["todos"]).unwrap())
+    }
+
+    /// The stored session behind a cookie value, read through gRPC.
+    async fn session(&self, id: &str) -> Result<Session, Code> {
         let mut client = self.service.client().await;
         let request = GetRequest {
             id: id.into(),
             consistency: 2,
         };
         match client.get(request).await {
-            Ok(response) => {
-                let session = response.into_inner().session.unwrap();
-                Ok(serde_json::from_slice(&session.attributes["todos"]).unwrap())
-            }
+            Ok(response) => Ok(response.into_inner().session.unwrap()),
             Err(status) => Err(status.code()),
         }
     }
@@ -108,7 +111,7 @@ async fn first_visit_seeds_the_demo_todo_in_a_cookie_session() {
         !line.contains("Secure"),
         "plain HTTP must not get Secure: {line}"
     );
-    assert_eq!(id.len(), 43, "the cookie carries the service's session id");
+    assert_eq!(id.len(), 55, "the cookie carries the service's session id");
     let todos = json_of(first).await;
     assert_eq!(todos.as_array().unwrap().len(), 1);
     assert_eq!(todos[0]["title"], "Hello World");
@@ -637,7 +640,18 @@ async fn the_page_and_the_openapi_document_are_served() {
 
     let doc = json_of(bare().get(stack.url("/openapi.json")).send().await.unwrap()).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/todos", "/todos/{id}", "/logout", "/healthz", "/readyz"] {
+    assert!(html.contains("/sessions") && html.contains("Log out other sessions"));
+    for path in [
+        "/todos",
+        "/todos/{id}",
+        "/login",
+        "/logout",
+        "/sessions",
+        "/sessions/logout-others",
+        "/sessions/{handle}",
+        "/healthz",
+        "/readyz",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} undocumented");
     }
     assert_eq!(
@@ -702,4 +716,454 @@ async fn trace_context_flows_from_the_browser_through_the_gateway_to_the_service
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+const FIREFOX_ON_WINDOWS: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const CHROME_ON_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 \
+     (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+/// A browser with its own cookies and User-Agent.
+fn browser_as(user_agent: &str) -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .user_agent(user_agent)
+        .build()
+        .unwrap()
+}
+
+/// Signs `client` (whose cookies it keeps) in as `username`; the new SESSION cookie.
+async fn sign_in(stack: &Stack, client: &Client, username: &str) -> String {
+    let response = client
+        .post(stack.url("/login"))
+        .json(&json!({ "username": username }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (id, _) = set_cookie(&response).expect("a login sets the new id");
+    assert_eq!(json_of(response).await, json!({ "principal": username }));
+    id
+}
+
+/// GET /sessions of a browser: the status and the body.
+async fn sessions_of(stack: &Stack, client: &Client) -> (StatusCode, Value) {
+    let response = client.get(stack.url("/sessions")).send().await.unwrap();
+    assert!(
+        set_cookie(&response).is_none(),
+        "listing never sets a cookie"
+    );
+    (response.status(), json_of(response).await)
+}
+
+#[tokio::test]
+async fn login_moves_the_session_and_its_todos_to_a_new_id() {
+    let stack = Stack::start();
+    let first = bare().get(stack.url("/todos")).send().await.unwrap();
+    let (anonymous, _) = set_cookie(&first).unwrap();
+    let cookie = format!("SESSION={anonymous}");
+    let added = bare()
+        .post(stack.url("/todos"))
+        .header(header::COOKIE, &cookie)
+        .json(&json!({"title": "before login", "description": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::CREATED);
+
+    let login = bare()
+        .post(stack.url("/login"))
+        .header(header::COOKIE, &cookie)
+        .header(header::USER_AGENT, CHROME_ON_LINUX)
+        .json(&json!({"username": "alice@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let (signed_in, line) = set_cookie(&login).expect("the login sets the new id");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(line.contains(attribute), "{attribute} missing: {line}");
+    }
+    assert_ne!(
+        signed_in, anonymous,
+        "a login moves the session to a new id"
+    );
+    assert_eq!(signed_in.len(), 55);
+    assert_eq!(
+        json_of(login).await,
+        json!({"principal": "alice@example.com"})
+    );
+
+    // The old id is dead in the service; the new one holds the todos, the user and the device.
+    assert_eq!(stack.session(&anonymous).await.unwrap_err(), Code::NotFound);
+    let session = stack.session(&signed_in).await.unwrap();
+    assert_eq!(session.principal, "alice@example.com");
+    assert_eq!(session.attributes["device"], b"Chrome on Linux");
+    let todos = bare()
+        .get(stack.url("/todos"))
+        .header(header::COOKIE, format!("SESSION={signed_in}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookie(&todos).is_none(), "the new id is a live session");
+    let titles: Vec<Value> = json_of(todos)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].clone())
+        .collect();
+    assert_eq!(titles, [json!("Hello World"), json!("before login")]);
+
+    // The old cookie (planted or leaked before the login) is worth nothing: a fresh session.
+    let old = bare()
+        .get(stack.url("/todos"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    let (fresh, _) = set_cookie(&old).expect("the old cookie starts over");
+    assert_ne!(fresh, signed_in);
+    assert_eq!(json_of(old).await.as_array().unwrap().len(), 1);
+    let (status, _) = sessions_of(&stack, &browser_with_cookie(&format!("SESSION={fresh}"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Signing in again rotates again; todos keep working while signed in.
+    let web = browser_as(FIREFOX_ON_WINDOWS);
+    let first = sign_in(&stack, &web, "bob").await;
+    let second = sign_in(&stack, &web, "bob").await;
+    assert_ne!(first, second);
+    assert_eq!(stack.session(&first).await.unwrap_err(), Code::NotFound);
+    let added = web
+        .post(stack.url("/todos"))
+        .json(&json!({"title": "signed in", "description": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::CREATED);
+    let session = stack.session(&second).await.unwrap();
+    assert_eq!(
+        (
+            session.principal.as_str(),
+            &session.attributes["device"][..]
+        ),
+        ("bob", &b"Firefox on Windows"[..])
+    );
+    assert_eq!(
+        stack
+            .stored(&second)
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// A client that sends `cookie` on every request (and keeps no cookies of its own).
+fn browser_with_cookie(cookie: &str) -> Client {
+    let mut headers = header::HeaderMap::new();
+    headers.insert(header::COOKIE, cookie.parse().unwrap());
+    Client::builder().default_headers(headers).build().unwrap()
+}
+
+#[tokio::test]
+async fn two_browsers_of_one_user_see_each_other_and_one_logs_out_the_other() {
+    let stack = Stack::start();
+    let laptop = browser_as(FIREFOX_ON_WINDOWS);
+    let desktop = browser_as(CHROME_ON_LINUX);
+    let stranger = browser_as(CHROME_ON_LINUX);
+    for web in [&laptop, &desktop] {
+        assert_eq!(
+            web.get(stack.url("/todos")).send().await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    sign_in(&stack, &laptop, "bob").await;
+    let desktop_id = sign_in(&stack, &desktop, "bob").await;
+    sign_in(&stack, &stranger, "carol").await;
+
+    let (status, mine) = sessions_of(&stack, &laptop).await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    assert_eq!(mine["principal"], "bob");
+    let listed = mine["sessions"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "carol's session is not bob's: {mine}");
+    let current: Vec<&Value> = listed.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{mine}");
+    assert_eq!(current[0]["device"], "Firefox on Windows");
+    let other = listed.iter().find(|s| s["current"] == false).unwrap();
+    assert_eq!(other["device"], "Chrome on Linux");
+    for session in listed {
+        assert_eq!(session["handle"].as_str().unwrap().len(), 22);
+        for field in ["last_active", "created"] {
+            let at = session[field].as_str().unwrap();
+            assert!(
+                humantime::parse_rfc3339(at).is_ok(),
+                "{field} is not RFC 3339: {at}"
+            );
+        }
+        assert!(
+            !session.to_string().contains(&desktop_id),
+            "a listing never shows a session id"
+        );
+    }
+    // The desktop sees the same two, with `current` on its own.
+    let (_, theirs) = sessions_of(&stack, &desktop).await;
+    let desktop_current = theirs["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == true)
+        .unwrap();
+    assert_eq!(desktop_current["handle"], other["handle"]);
+    assert_eq!(desktop_current["device"], "Chrome on Linux");
+
+    // "Log out other sessions" on the laptop ends the desktop's session, and only that.
+    let out = laptop
+        .post(stack.url("/sessions/logout-others"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::OK);
+    assert_eq!(json_of(out).await, json!({"revoked": 1}));
+    assert_eq!(
+        stack.session(&desktop_id).await.unwrap_err(),
+        Code::NotFound
+    );
+    let (status, _) = sessions_of(&stack, &desktop).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the desktop is signed out"
+    );
+    let next = desktop.get(stack.url("/todos")).send().await.unwrap();
+    let (fresh, _) = set_cookie(&next).expect("its next request starts a fresh session");
+    assert_ne!(fresh, desktop_id);
+    assert_eq!(stack.session(&fresh).await.unwrap().principal, "");
+    assert_eq!(json_of(next).await[0]["title"], "Hello World");
+    let (_, mine) = sessions_of(&stack, &laptop).await;
+    assert_eq!(mine["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["sessions"][0]["current"], true);
+    let (_, carols) = sessions_of(&stack, &stranger).await;
+    assert_eq!(carols["sessions"].as_array().unwrap().len(), 1, "{carols}");
+    let carol_handle = carols["sessions"][0]["handle"].as_str().unwrap().to_owned();
+
+    // One device by its handle: the desktop signs in again and the laptop ends just that one.
+    sign_in(&stack, &desktop, "bob").await;
+    let (_, mine) = sessions_of(&stack, &laptop).await;
+    let desktop_handle = mine["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .unwrap()["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoke = |handle: &str| {
+        laptop
+            .delete(stack.url(&format!("/sessions/{handle}")))
+            .send()
+    };
+    assert_eq!(
+        revoke(&desktop_handle).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        sessions_of(&stack, &desktop).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    for foreign in [
+        carol_handle.as_str(),
+        desktop_handle.as_str(),
+        "not-a-handle",
+    ] {
+        let body = assert_error(revoke(foreign).await.unwrap(), StatusCode::NOT_FOUND).await;
+        assert_eq!(body["error"], "not_found");
+    }
+    assert_eq!(
+        sessions_of(&stack, &stranger).await.0,
+        StatusCode::OK,
+        "another user's handle ends nothing"
+    );
+    // Its own handle: logged out, cookie cleared.
+    let own = mine["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == true)
+        .unwrap()["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ended = revoke(&own).await.unwrap();
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    let (value, line) = set_cookie(&ended).expect("ending its own session clears the cookie");
+    assert!(value.is_empty() && line.contains("Max-Age=0"), "{line}");
+    assert_eq!(
+        sessions_of(&stack, &laptop).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn sessions_need_a_signed_in_browser() {
+    let stack = Stack::start();
+    let anonymous = browser();
+    anonymous.get(stack.url("/todos")).send().await.unwrap();
+    for web in [&bare(), &anonymous] {
+        let response = web.get(stack.url("/sessions")).send().await.unwrap();
+        assert!(set_cookie(&response).is_none());
+        let body = assert_error(response, StatusCode::UNAUTHORIZED).await;
+        assert_eq!(body["error"], "unauthorized");
+        let others = web
+            .post(stack.url("/sessions/logout-others"))
+            .send()
+            .await
+            .unwrap();
+        assert_error(others, StatusCode::UNAUTHORIZED).await;
+        let one = web
+            .delete(stack.url(&format!("/sessions/{}", "A".repeat(22))))
+            .send()
+            .await
+            .unwrap();
+        assert_error(one, StatusCode::UNAUTHORIZED).await;
+    }
+    // Logging out ends the signed-in session like any other.
+    let web = browser();
+    sign_in(&stack, &web, "dave").await;
+    assert_eq!(sessions_of(&stack, &web).await.0, StatusCode::OK);
+    let out = web.post(stack.url("/logout")).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(sessions_of(&stack, &web).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bad_usernames_are_refused_with_422() {
+    let stack = Stack::start();
+    let url = stack.url("/login");
+    let long = "a".repeat(65);
+    for (body, named) in [
+        (json!({"username": ""}), "1 to 64"),
+        (json!({"username": long}), "1 to 64"),
+        (json!({"username": "al ice"}), "may only contain"),
+        (json!({"username": "ålice"}), "may only contain"),
+        (json!({"username": "a/b"}), "may only contain"),
+        (json!({"username": 7}), "username"),
+        (json!({}), "username"),
+        (json!({"username": "x", "password": "y"}), "password"),
+    ] {
+        let response = bare().post(&url).json(&body).send().await.unwrap();
+        assert!(set_cookie(&response).is_none(), "{body}: no session");
+        let error = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(named), "{body}: {message}");
+    }
+    assert_error(
+        bare().post(&url).body("username=x").send().await.unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    // The longest and the odd-but-allowed names are fine.
+    let web = browser();
+    sign_in(&stack, &web, &"z".repeat(64)).await;
+    sign_in(&stack, &web, "first.last-2_x@example.org").await;
+}
+
+#[tokio::test]
+async fn a_user_at_a_refusing_session_limit_gets_409() {
+    let stack = Stack::start_with(
+        &[
+            ("VALKEY_SESSIONS_SESSIONS__MAX_PER_PRINCIPAL", "1"),
+            ("VALKEY_SESSIONS_SESSIONS__ON_LIMIT", "reject"),
+        ],
+        &[],
+    );
+    sign_in(&stack, &browser(), "erin").await;
+    for web in [bare(), browser()] {
+        // With no session (Create) and with an anonymous one (Rotate).
+        web.get(stack.url("/todos")).send().await.unwrap();
+        let refused = web
+            .post(stack.url("/login"))
+            .json(&json!({"username": "erin"}))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_error(refused, StatusCode::CONFLICT).await;
+        assert!(
+            body["message"].as_str().unwrap().contains("too many"),
+            "{body}"
+        );
+        // A refused login leaves the browser's session as it was.
+        let after = web.get(stack.url("/todos")).send().await.unwrap();
+        assert_eq!(after.status(), StatusCode::OK);
+        assert_eq!(sessions_of(&stack, &web).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let kept = browser();
+    kept.get(stack.url("/todos")).send().await.unwrap();
+    let refused = kept
+        .post(stack.url("/login"))
+        .json(&json!({"username": "erin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let after = kept.get(stack.url("/todos")).send().await.unwrap();
+    assert!(
+        set_cookie(&after).is_none(),
+        "the anonymous session survived the refused login"
+    );
+}
+
+#[tokio::test]
+async fn signing_in_and_ending_sessions_from_a_foreign_origin_is_refused() {
+    let stack = Stack::start();
+    let web = browser();
+    let id = sign_in(&stack, &web, "frank").await;
+    let evil = "https://evil.example";
+    let login = web
+        .post(stack.url("/login"))
+        .header(header::ORIGIN, evil)
+        .json(&json!({"username": "mallory"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        assert_error(login, StatusCode::FORBIDDEN).await["error"],
+        "forbidden"
+    );
+    let others = web
+        .post(stack.url("/sessions/logout-others"))
+        .header(header::ORIGIN, evil)
+        .send()
+        .await
+        .unwrap();
+    assert_error(others, StatusCode::FORBIDDEN).await;
+    let (_, mine) = sessions_of(&stack, &web).await;
+    let handle = mine["sessions"][0]["handle"].as_str().unwrap().to_owned();
+    let one = web
+        .delete(stack.url(&format!("/sessions/{handle}")))
+        .header(header::ORIGIN, evil)
+        .send()
+        .await
+        .unwrap();
+    assert_error(one, StatusCode::FORBIDDEN).await;
+    // Nothing changed: same id, same user, still listed.
+    assert_eq!(stack.session(&id).await.unwrap().principal, "frank");
+    let (status, mine) = sessions_of(&stack, &web).await;
+    assert_eq!(
+        (status, mine["sessions"].as_array().unwrap().len()),
+        (StatusCode::OK, 1)
+    );
+    // The same from the gateway's own origin works.
+    let own = format!("http://{}", stack.gateway.addr);
+    let login = web
+        .post(stack.url("/login"))
+        .header(header::ORIGIN, own)
+        .json(&json!({"username": "frank"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
 }

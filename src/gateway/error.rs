@@ -24,13 +24,16 @@ pub enum ApiError {
     /// Well-formed JSON that breaks a rule (length, count).
     #[error("{0}")]
     Unprocessable(String),
-    /// No such todo in this session.
+    /// The browser is not signed in (the session has no principal).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// No such todo in this session, or no such session of the signed-in user.
     #[error("{0}")]
     NotFound(String),
     /// A state-changing request from a foreign origin (CSRF).
     #[error("{0}")]
     Forbidden(String),
-    /// Concurrent edits of one session kept colliding.
+    /// Concurrent edits of one session kept colliding, or the user is at the session limit.
     #[error("{0}")]
     Conflict(String),
     /// The session service is unreachable, overloaded or too slow.
@@ -120,6 +123,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

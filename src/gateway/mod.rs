@@ -4,6 +4,7 @@
 //! deadlines on every call, trace context propagated, and optimistic concurrency with a bounded
 //! retry so parallel requests of one browser never lose each other's writes.
 
+mod accounts;
 mod api;
 mod config;
 mod error;
@@ -23,7 +24,7 @@ use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request},
     middleware::{self, Next},
     response::{Html, Response},
-    routing::{get, patch, post},
+    routing::{delete, get, patch, post},
 };
 use futures::{Stream, StreamExt};
 use opentelemetry::global;
@@ -77,7 +78,11 @@ pub fn router(sessions: Sessions, policy: BrowserPolicy) -> Router {
             "/todos/{id}",
             patch(api::edit_todo).delete(api::delete_todo),
         )
+        .route("/login", post(api::login))
         .route("/logout", post(api::logout))
+        .route("/sessions", get(api::list_sessions))
+        .route("/sessions/logout-others", post(api::logout_other_sessions))
+        .route("/sessions/{handle}", delete(api::revoke_session))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/openapi.json", get(api::openapi))

@@ -15,18 +15,34 @@ use tonic_health::pb::{
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
+    accounts::DEVICE_ATTRIBUTE,
     error::ApiError,
     todos::{self, Todo},
 };
 use crate::{
     client::{CallerOptions, Client},
-    proto::{Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest, Session},
+    proto::{
+        Consistency, CreateRequest, DeleteRequest, GetRequest, ListSessionsRequest, PutRequest,
+        RevokeSessionRequest, RevokeSessionsRequest, RotateRequest, Session, SessionInfo,
+    },
     session::SessionId,
 };
 
 /// Attempts of one edit before giving up with 409: with the backoff below, enough for a few
 /// dozen parallel writes to one session (a browser sends a handful).
 const MAX_ATTEMPTS: usize = 12;
+
+/// Sessions of a user listed at once: the service's largest page.
+const LIST_PAGE_SIZE: u32 = 100;
+
+/// A browser whose session has a principal.
+#[derive(Debug)]
+pub struct SignedInSession {
+    /// The session id (the cookie).
+    pub id: String,
+    /// The user.
+    pub principal: String,
+}
 
 /// A session as the gateway sees it.
 #[derive(Debug)]
@@ -156,6 +172,146 @@ impl Sessions {
         Ok(())
     }
 
+    /// Signs the browser in as `username`: stores the device label, then the login step
+    /// Rotate{id, principal}, so the session (todos included) moves to a new id, returned for the
+    /// cookie; a planted or leaked old id is worthless afterwards. A browser without a live
+    /// session gets a new one, created with the principal (a fresh id already).
+    pub async fn login(
+        &self,
+        cookie: Option<&str>,
+        username: &str,
+        device: &str,
+    ) -> Result<String, ApiError> {
+        if let Some(id) = cookie.filter(|id| SessionId::parse(id).is_ok()) {
+            let request = self.request(PutRequest {
+                id: id.to_owned(),
+                set: HashMap::from([(DEVICE_ATTRIBUTE.to_owned(), device.as_bytes().to_vec())]),
+                ..Default::default()
+            });
+            match self.client.clone().put(request).await {
+                Ok(_) => {
+                    if let Some(new_id) = self.rotate_to(id, username).await? {
+                        return Ok(new_id);
+                    }
+                }
+                // Expired or logged out meanwhile: a new session below.
+                Err(status) if matches!(status.code(), Code::NotFound | Code::InvalidArgument) => {}
+                Err(status) => return Err(login_error(status, username)),
+            }
+        }
+        let request = self.request(CreateRequest {
+            attributes: HashMap::from([
+                (todos::ATTRIBUTE.to_owned(), todos::encode(&todos::seed())),
+                (DEVICE_ATTRIBUTE.to_owned(), device.as_bytes().to_vec()),
+            ]),
+            principal: username.to_owned(),
+            ..Default::default()
+        });
+        let response = self
+            .client
+            .clone()
+            .create(request)
+            .await
+            .map_err(|status| login_error(status, username))?;
+        response
+            .into_inner()
+            .session
+            .map(|s| s.id)
+            .ok_or_else(|| ApiError::Upstream("Create returned no session".into()))
+    }
+
+    /// Rotate{id, principal}: the new id, or `None` when the session is gone. A Rotate that
+    /// failed part-way is completed by retrying it with the same principal, so a transient
+    /// failure is retried once.
+    async fn rotate_to(&self, id: &str, principal: &str) -> Result<Option<String>, ApiError> {
+        let mut retried = false;
+        loop {
+            let request = self.request(RotateRequest {
+                id: id.to_owned(),
+                expected_version: None,
+                principal: Some(principal.to_owned()),
+            });
+            match self.client.clone().rotate(request).await {
+                Ok(response) => {
+                    return response
+                        .into_inner()
+                        .session
+                        .map(|s| Some(s.id))
+                        .ok_or_else(|| ApiError::Upstream("Rotate returned no session".into()));
+                }
+                Err(status) if status.code() == Code::NotFound => {
+                    if retried {
+                        tracing::warn!("login: a retried Rotate found the session gone");
+                    }
+                    return Ok(None);
+                }
+                Err(status)
+                    if !retried
+                        && matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) =>
+                {
+                    tracing::debug!(code = ?status.code(), "login: Rotate failed; retrying once");
+                    retried = true;
+                    tokio::time::sleep(backoff(3)).await;
+                }
+                Err(status) => return Err(login_error(status, principal)),
+            }
+        }
+    }
+
+    /// The browser's session if it is signed in (its principal is set); 401 otherwise.
+    pub async fn signed_in(&self, cookie: Option<&str>) -> Result<SignedInSession, ApiError> {
+        let session = match cookie {
+            Some(id) => self.get(id, false).await?,
+            None => None,
+        };
+        match session {
+            Some(session) if !session.principal.is_empty() => Ok(SignedInSession {
+                id: session.id,
+                principal: session.principal,
+            }),
+            _ => Err(ApiError::Unauthorized(
+                "this browser is not signed in: POST /login first".into(),
+            )),
+        }
+    }
+
+    /// The user's sessions, most recently active first (the first 100), with their device label.
+    pub async fn list_user_sessions(&self, principal: &str) -> Result<Vec<SessionInfo>, ApiError> {
+        let request = self.request(ListSessionsRequest {
+            principal: principal.to_owned(),
+            page_size: LIST_PAGE_SIZE,
+            page_token: String::new(),
+            display_attributes: vec![DEVICE_ATTRIBUTE.to_owned()],
+        });
+        let response = self.client.clone().list_sessions(request).await?;
+        Ok(response.into_inner().sessions)
+    }
+
+    /// Ends every session of the user but `keep_id`; how many were ended.
+    pub async fn revoke_others(&self, principal: &str, keep_id: &str) -> Result<u32, ApiError> {
+        let request = self.request(RevokeSessionsRequest {
+            principal: principal.to_owned(),
+            except_id: Some(keep_id.to_owned()),
+        });
+        let response = self.client.clone().revoke_sessions(request).await?;
+        Ok(response.into_inner().revoked)
+    }
+
+    /// Ends the user's session named by `handle`; 404 when the user has no such session.
+    pub async fn revoke(&self, principal: &str, handle: &str) -> Result<(), ApiError> {
+        let request = self.request(RevokeSessionRequest {
+            principal: principal.to_owned(),
+            handle: handle.to_owned(),
+        });
+        match self.client.clone().revoke_session(request).await {
+            Ok(_) => Ok(()),
+            Err(status) if matches!(status.code(), Code::NotFound | Code::InvalidArgument) => Err(
+                ApiError::NotFound("the signed-in user has no such session".into()),
+            ),
+            Err(status) => Err(status.into()),
+        }
+    }
+
     /// The session service's own health (SERVING only while it reaches Valkey).
     pub async fn ready(&self) -> Result<ServingStatus, ApiError> {
         let request = self.request(HealthCheckRequest {
@@ -222,6 +378,17 @@ impl Sessions {
         });
         request
     }
+}
+
+/// A login's failure: the service refusing a session over the user's limit
+/// (`sessions.on_limit = "reject"`) is the user's problem (409), not an outage.
+fn login_error(status: tonic::Status, username: &str) -> ApiError {
+    if status.code() == Code::ResourceExhausted && status.message().contains("max_per_principal") {
+        return ApiError::Conflict(format!(
+            "{username} is signed in on too many devices; log out another session first"
+        ));
+    }
+    status.into()
 }
 
 /// `None`: no list stored yet; `Some(None)`: something unreadable is stored under the name.

@@ -1,5 +1,7 @@
-// Headless Chromium uses the todo page like a person: add, toggle, reload, delete. The session
-// lives only in the SESSION cookie and valkey-sessions, so what survives a reload was stored there.
+// Headless Chromium uses the todo page like a person: add, toggle, reload, delete; two browsers
+// sign in as one user, see each other under "Your sessions", and one logs the other out. The
+// session lives only in the SESSION cookie and valkey-sessions, so what survives a reload was
+// stored there.
 //   GATEWAY_URL    the running gateway (run.sh starts Valkey, the service and the gateway)
 //   ARTIFACTS_DIR  where the screenshot goes (default ../../target/artifacts)
 import { test, before, after } from "node:test";
@@ -52,7 +54,7 @@ test("a todo added in the page survives a reload, toggled and deleted", async ()
   assert.equal(cookie.httpOnly, true);
   assert.equal(cookie.sameSite, "Lax");
   assert.equal(cookie.path, "/");
-  assert.equal(cookie.value.length, 43);
+  assert.equal(cookie.value.length, 55);
 
   mkdirSync(artifacts, { recursive: true });
   const shot = join(artifacts, "todo-gateway.png");
@@ -108,4 +110,82 @@ test("a page on another origin cannot change this site's sessions (CSRF)", async
   await item(page, "Hello World").waitFor();
   assert.equal(await item(page, "Planted by another site").count(), 0);
   await context.close();
+});
+
+const sessionItems = (page) => page.locator("#sessions li");
+
+async function signIn(page, username) {
+  await page.locator("#signin").waitFor();
+  await page.fill("#username", username);
+  await page.click("#signin button[type=submit]");
+  await page.locator("#principal", { hasText: username }).waitFor();
+}
+
+async function waitForSessions(page, count) {
+  await page.waitForFunction((n) => document.querySelectorAll("#sessions li").length === n, count);
+}
+
+test("two browsers signed in as one user see both sessions; one logs out the other", async () => {
+  const laptop = await browser.newContext();
+  const desktop = await browser.newContext();
+  const pages = [];
+  for (const context of [laptop, desktop]) {
+    const page = await context.newPage();
+    await page.goto(base + "/");
+    await item(page, "Hello World").waitFor();
+    assert.equal(await page.locator("#signed-in").isVisible(), false, "not signed in yet");
+    pages.push(page);
+  }
+  const [one, two] = pages;
+  // A todo added before signing in is still there after: the session moved, it did not restart.
+  await one.fill("#title", "Kept across the login");
+  await one.click("#add button[type=submit]");
+  await item(one, "Kept across the login").waitFor();
+  const [before] = (await laptop.cookies()).filter((c) => c.name === "SESSION");
+
+  await signIn(one, "grace");
+  await signIn(two, "grace");
+  const [after] = (await laptop.cookies()).filter((c) => c.name === "SESSION");
+  assert.notEqual(after.value, before.value, "signing in gave the browser a new session id");
+  assert.equal(after.httpOnly, true);
+  await one.reload();
+  await item(one, "Kept across the login").waitFor();
+
+  for (const page of pages) {
+    await waitForSessions(page, 2);
+    assert.equal(await page.textContent("#principal"), "grace");
+    const mine = sessionItems(page).filter({ hasText: "(this browser)" });
+    assert.equal(await mine.count(), 1, "exactly one session is this browser's");
+    assert.match(await mine.textContent(), /Chrome on Linux/);
+    assert.match(await mine.textContent(), /last active /);
+  }
+  // Each marks its own: the handles of "(this browser)" differ.
+  const own = (page) => sessionItems(page).filter({ hasText: "(this browser)" }).getAttribute("data-handle");
+  assert.notEqual(await own(one), await own(two));
+
+  mkdirSync(artifacts, { recursive: true });
+  await one.screenshot({ path: join(artifacts, "todo-gateway-sessions.png"), fullPage: true });
+
+  await one.click("#logout-others");
+  await waitForSessions(one, 1);
+  assert.equal(await one.textContent("#error"), "");
+
+  // The other browser is signed out: after a reload the sign-in form is back, with a fresh
+  // anonymous session (the demo todo only).
+  await two.reload();
+  await two.locator("#signin").waitFor();
+  assert.equal(await two.locator("#signed-in").isVisible(), false);
+  await item(two, "Hello World").waitFor();
+  assert.equal(await sessionItems(two).count(), 0);
+
+  await one.reload();
+  await waitForSessions(one, 1);
+  assert.equal(await sessionItems(one).filter({ hasText: "(this browser)" }).count(), 1);
+  assert.equal(await one.textContent("#principal"), "grace");
+
+  // Logging out of the last session shows the sign-in form again.
+  await one.click("#logout");
+  await one.locator("#signin").waitFor();
+  await laptop.close();
+  await desktop.close();
 });

@@ -72,7 +72,16 @@ echo "--- schemathesis against $GATEWAY_URL/openapi.json ---"
 # Checks: no 5xx, statuses/content types/headers/bodies as documented, invalid input refused,
 # valid input accepted, 405 for undocumented methods. Not use_after_free and friends: they
 # assume resources named by ids a client chooses, while todo ids live inside a cookie session.
-"$here/.venv/bin/st" run "$GATEWAY_URL/openapi.json" \
+# The routes of a signed-in browser (security scheme `session`, the SESSION cookie) get one:
+# schemathesis signs in through POST /login, and again whenever a revoked session answers 401.
+cat > "$work/schemathesis.toml" <<'TOML'
+[auth.dynamic.openapi.session]
+path = "/login"
+payload = { username = "schemathesis" }
+extract_from = "cookie"
+extract_selector = "SESSION"
+TOML
+"$here/.venv/bin/st" --config-file "$work/schemathesis.toml" run "$GATEWAY_URL/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,positive_data_acceptance,unsupported_method \
   --phases examples,coverage,fuzzing,stateful \
   --max-examples "${ST_MAX_EXAMPLES:-60}" --workers 2 --request-timeout 5 \
