@@ -15,7 +15,11 @@ and the ElastiCache-Serverless-shaped TLS pair: primary P, replica P+1) it measu
   6. the cost of security on the hot path: Get over TLS with a bearer token against plaintext
      without auth, alternating on the same Valkey (issue 13);
   7. the sessions of a user (issue 15): ListSessions of principals with 10 and with 1,000
-     sessions, RevokeSessions, and the principal index's memory per session.
+     sessions, RevokeSessions, and the principal index's memory per session;
+  8. the gRPC floor (issue 16): session-floor, the same proto answering from memory, measured
+     with the same generator and settings; the near cache: hot Gets, Valkey commands per hot Get,
+     the delay from a Put on one instance to another no longer serving the old version, and
+     Valkey commands and bytes per 1,000 RPCs of the mixed workload with the cache off and on.
 
 Results go to target/bench/results.json and, unless --no-doc, into docs/benchmarks.md between
 the `bench:begin` and `bench:end` markers. --check exits 1 on any RPC error or any RPC that is
@@ -44,6 +48,7 @@ VALKEY_SH = ROOT / "infra" / "local" / "valkey.sh"
 # Commands the measurement itself or the service's background tasks send, not the RPCs.
 BACKGROUND = re.compile(r"^(info|client|ping|cluster|readonly|hello|command|config|memory|scan|strlen|select|replconf|monitor|script)$")
 RPC_OPS = ("get", "put", "create", "mixed")
+FLOOR_OPS = ("get", "put", "create")
 COUNTED_OPS = ("create", "get", "put", "delete")
 # The session every figure is about: 5 attributes of 100 bytes (issue 7), for both layouts.
 SESSION = {"value_size": 100, "attributes": 5}
@@ -169,7 +174,7 @@ class Monitor:
 class Service:
     """The valkey-sessions binary against a topology."""
 
-    def __init__(self, binaries, valkey, workdir, secured=None):
+    def __init__(self, binaries, valkey, workdir, secured=None, near_cache=False, name=""):
         self.grpc_port = free_ports(1)
         env = {
             "PATH": os.environ.get("PATH", ""),
@@ -191,7 +196,9 @@ class Service:
             env.update(secured.env)
             self.caller_flags = secured.caller_flags
             scheme = "https"
-        suffix = "-secured" if secured else ""
+        if near_cache:
+            env["VALKEY_SESSIONS_NEAR_CACHE__ENABLED"] = "true"
+        suffix = ("-secured" if secured else "") + ("-near-cache" if near_cache else "") + name
         self.log = open(workdir / f"service-{valkey.topology}{suffix}.log", "w")
         self.process = subprocess.Popen([str(binaries / "valkey-sessions")], env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT)
@@ -220,6 +227,46 @@ class Service:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+class Floor:
+    """session-floor: the proto on tonic's defaults, answering from memory (the gRPC floor)."""
+
+    def __init__(self, binaries, workdir):
+        port = free_ports(1)
+        self.log = open(workdir / "session-floor.log", "w")
+        self.process = subprocess.Popen([str(binaries / "session-floor"), "--listen", f"127.0.0.1:{port}"],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.addr = f"http://127.0.0.1:{port}"
+        self.caller_flags = []
+        deadline = time.monotonic() + 30
+        while subprocess.run([str(binaries / "health-probe"), "--addr", self.addr],
+                             capture_output=True).returncode != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("session-floor did not start")
+            time.sleep(0.1)
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def valkey_totals(valkey):
+    """Commands executed and bytes in and out, summed over every node."""
+    commands = bytes_moved = 0
+    for port in valkey.ports:
+        stats = valkey.info(port, "stats")
+        commands += int(stats.get("total_commands_processed", 0))
+        bytes_moved += int(stats.get("total_net_input_bytes", 0)) + int(stats.get("total_net_output_bytes", 0))
+    return commands, bytes_moved
 
 
 class Runner:
@@ -284,11 +331,12 @@ class Runner:
                 raise RuntimeError("no session key found")
         return int(valkey.cli(primary, "STRLEN", keys[0]).strip())
 
-    def count(self, valkey, service, op):
+    def count(self, valkey, service, op, sessions=None):
         """Commands and round trips per RPC of `op`, from MONITOR on every node: the difference of
         an N and a 2N run, so creating the working set cancels out."""
         n = self.options.count_requests
-        sessions = 0 if op == "create" else 2 * n
+        if sessions is None:
+            sessions = 0 if op == "create" else 2 * n
         samples = []
         for requests in (n, 2 * n):
             with Monitor(valkey, self.workdir) as monitor:
@@ -337,7 +385,50 @@ class Runner:
             result["half_peak_get"] = self.bench(service, "get", **self.load(rate=half))
             result["counts"] = {op: self.count(valkey, service, op) for op in COUNTED_OPS}
             result["peak_rss_kib"] = service.peak_rss_kib()
+            result["cost_off"] = self.cost(valkey, service)
+            floor = Floor(self.binaries, self.workdir)
+            try:
+                result["floor"] = {op: self.bench(floor, op, **self.load()) for op in FLOOR_OPS}
+            finally:
+                floor.stop()
+            result["near_cache"] = self.near_cache(valkey, service)
             return result
+
+    def cost(self, valkey, service):
+        """Valkey commands and bytes per 1,000 RPCs of the mixed workload (ElastiCache bills
+        ECPUs: about one per simple command per KB moved). session-bench creates its working set
+        before measuring; a populate-only run of the same size, measured alike, is subtracted."""
+        sessions = self.options.sessions
+        t0 = valkey_totals(valkey)
+        self.run([str(self.binaries / "session-bench"), "--addr", service.addr, *service.caller_flags,
+                  "--populate-only", "--sessions", str(sessions),
+                  "--value-size", str(SESSION["value_size"]), "--attributes", str(SESSION["attributes"])],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t1 = valkey_totals(valkey)
+        report = self.bench(service, "mixed", **self.load(warmup="0s"))
+        t2 = valkey_totals(valkey)
+        rpcs = report["total"]["requests"]
+        commands = (t2[0] - t1[0]) - (t1[0] - t0[0])
+        moved = (t2[1] - t1[1]) - (t1[1] - t0[1])
+        return {"rpcs": rpcs, "commands_per_1000": commands / rpcs * 1000,
+                "bytes_per_1000": moved / rpcs * 1000, "errors": report["errors"]}
+
+    def near_cache(self, valkey, plain):
+        """A second service with the near cache on, against the same Valkey."""
+        log("--- near cache")
+        cached = Service(self.binaries, valkey, self.workdir, near_cache=True)
+        try:
+            time.sleep(2)  # replicas discovered and tracked before measuring
+            hot = self.bench(cached, "get", **self.load(sessions=1000))
+            counts = self.count(valkey, cached, "get", sessions=50)
+            cost = self.cost(valkey, cached)
+            o = self.options
+            coherence = self.bench(cached, "coherence", peer=plain.addr, sessions=1000,
+                                   requests=500 if o.quick else 10000, concurrency=4, connections=2,
+                                   warmup="0s", duration="300s", **SESSION)
+        finally:
+            cached.stop()
+        return {"hot_get": hot, "hot_get_counts": counts, "cost_on": cost, "coherence": coherence}
 
     def principals(self):
         """ListSessions (first page of 20) of principals with 10 and 1,000 sessions, and
@@ -614,6 +705,36 @@ def render(results):
             c = t["counts"][op]
             commands = ", ".join(f"{k} {v:g}" for k, v in sorted(c["commands"].items())) or "none"
             lines.append(f"| {op.capitalize()} | {c['round_trips']:.2f} | {commands} |")
+        floor, nc = t["floor"], t["near_cache"]
+        lines += [
+            "",
+            "Against the gRPC floor (`session-floor`: the same proto on tonic's defaults, answering "
+            "from memory; same generator and settings, same run):",
+            "",
+            "| RPC | floor RPS | service RPS | service / floor (RPS) | floor CPU µs/RPC | service CPU µs/RPC | CPU ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        rows = [(op.capitalize(), floor[op], t["rpcs"][op]) for op in FLOOR_OPS]
+        rows.append(("Get, near cache on, hot (1,000 sessions)", floor["get"], nc["hot_get"]))
+        for label, f, r in rows:
+            lines.append(f"| {label} | {f['total']['rps']:,.0f} | {r['total']['rps']:,.0f} | "
+                         f"**{r['total']['rps'] / f['total']['rps']:.2f}** | {f['server_cpu_us_per_rpc']:.1f} | "
+                         f"{r['server_cpu_us_per_rpc']:.1f} | {r['server_cpu_us_per_rpc'] / f['server_cpu_us_per_rpc']:.2f} |")
+        co = nc["coherence"]["total"]
+        off, on = t["cost_off"], nc["cost_on"]
+        lines += [
+            "",
+            f"* Valkey round trips per hot Get with the near cache on: "
+            f"**{nc['hot_get_counts']['round_trips']:.3f}** (MONITOR, N vs 2N runs over 50 sessions).",
+            f"* A Put acknowledged by one instance to another (near cache on) no longer serving the old "
+            f"version, over {co['requests']:,} writes: p50 {ms(co['p50_us'])} ms, p99 **{ms(co['p99_us'])} ms**, "
+            f"max {ms(co['max_us'])} ms.",
+            "",
+            "| mixed workload (80/15/5) | Valkey commands per 1,000 RPCs | Valkey bytes moved per 1,000 RPCs |",
+            "|---|---:|---:|",
+            f"| near cache off | {off['commands_per_1000']:,.0f} | {off['bytes_per_1000'] / 1024:,.0f} KiB |",
+            f"| near cache on | {on['commands_per_1000']:,.0f} | {on['bytes_per_1000'] / 1024:,.0f} KiB |",
+        ]
         if name == "serverless":
             nodes = t["counts"]["get"]["by_node"]
             replica = [f"{k} {v:g}" for k, v in sorted(nodes.items())]
@@ -676,6 +797,16 @@ def render(results):
 
 def check(results):
     problems = []
+    for name in ("standalone", "serverless"):
+        nc = results[name].get("near_cache")
+        if not nc:
+            continue
+        if nc["hot_get_counts"]["round_trips"] > 0.05:
+            problems.append(f"{name}: {nc['hot_get_counts']['round_trips']} Valkey round trips per hot Get "
+                            "with the near cache on, want at most 0.05")
+        for part in ("hot_get", "coherence"):
+            if sum(nc[part]["errors"].values()):
+                problems.append(f"{name} near cache {part}: errors {nc[part]['errors']}")
     for name, r in results.get("principals", {}).items():
         if sum(r["errors"].values()):
             problems.append(f"principals {name}: errors {r['errors']}")

@@ -10,5 +10,5 @@ infra/local/install-deps.sh >/dev/null
 profile=${BENCH_PROFILE:-release}
 flag=()
 [ "$profile" = release ] && flag=(--release)
-cargo build --locked "${flag[@]}" --bin valkey-sessions --bin session-bench --bin health-probe
+cargo build --locked "${flag[@]}" --bin valkey-sessions --bin session-bench --bin health-probe --bin session-floor
 exec python3 bench/run.py --profile "$profile" "$@"

@@ -54,6 +54,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub principals: usize,
 
+    /// A second instance of the service (`--op coherence`): Puts go there, Gets here.
+    #[arg(long)]
+    pub peer: Option<String>,
+
     /// Sessions per ListSessions page (`--op list`).
     #[arg(long, default_value_t = 20)]
     pub page_size: u32,
@@ -103,6 +107,9 @@ pub enum Op {
     List,
     /// RevokeSessions of each principal once, in order; the run ends when all are revoked.
     RevokeAll,
+    /// A Put on `--peer`, then eventual Gets here until they return the new version: the time
+    /// from the Put's acknowledgement to this instance no longer serving the old version.
+    Coherence,
 }
 
 impl Args {
@@ -119,6 +126,9 @@ impl Args {
         }
         if self.principals > self.sessions.max(1) {
             return Err("--principals must not exceed --sessions".into());
+        }
+        if self.op == Op::Coherence && (self.peer.is_none() || self.sessions == 0) {
+            return Err("--op coherence needs --peer and --sessions >= 1".into());
         }
         if self.rate == Some(0) {
             return Err("--rate must be positive".into());

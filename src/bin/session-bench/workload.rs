@@ -31,6 +31,7 @@ pub struct Workload {
     ids: Vec<String>,
     principals: Vec<String>,
     page_size: u32,
+    peer: Option<Client>,
     attributes: HashMap<String, Vec<u8>>,
     value: Vec<u8>,
     op: Op,
@@ -91,11 +92,25 @@ impl Workload {
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(|status| format!("creating the working set: {status}"))?;
+        let peer = match &args.peer {
+            Some(url) => {
+                let channel = args
+                    .caller
+                    .endpoint(url)
+                    .map_err(|e| format!("--peer {e}"))?
+                    .connect()
+                    .await
+                    .map_err(|e| format!("connecting to {url}: {e}"))?;
+                Some(args.caller.client(channel)?)
+            }
+            None => None,
+        };
         Ok(Self {
             clients,
             ids,
             principals,
             page_size: args.page_size,
+            peer,
             attributes,
             value,
             op: args.op,
@@ -209,6 +224,47 @@ impl Workload {
                 .delete(DeleteRequest { id: id.to_owned() })
                 .await
                 .map(|_| "delete"),
+            Op::Coherence => {
+                let Some(peer) = &self.peer else { return };
+                let written = peer
+                    .clone()
+                    .put(PutRequest {
+                        id: id.to_owned(),
+                        set: HashMap::from([("attr0".to_owned(), self.value.clone())]),
+                        ..Default::default()
+                    })
+                    .await;
+                let version = match written {
+                    Ok(r) => r.into_inner().session.map_or(0, |s| s.version),
+                    Err(status) => {
+                        stats.fail(status.code());
+                        return;
+                    }
+                };
+                let acknowledged = Instant::now();
+                loop {
+                    let seen = client
+                        .get(GetRequest {
+                            id: id.to_owned(),
+                            consistency: Consistency::Eventual as i32,
+                        })
+                        .await
+                        .map(|r| r.into_inner().session.map_or(0, |s| s.version));
+                    match seen {
+                        Ok(v) if v >= version => break Ok("coherence"),
+                        Ok(_) if acknowledged.elapsed() < Duration::from_secs(5) => continue,
+                        Ok(_) => break Err(tonic::Status::deadline_exceeded("stale for 5 s")),
+                        Err(status) => break Err(status),
+                    }
+                }
+                .map(|rpc| {
+                    if measured {
+                        stats.record(rpc, acknowledged.elapsed());
+                    }
+                })
+                .unwrap_or_else(|status| stats.fail(status.code()));
+                return;
+            }
             // `id` is a principal for these two.
             Op::List => client
                 .list_sessions(ListSessionsRequest {

@@ -44,6 +44,7 @@ locals {
   #   connection:  AUTH (every connection, and again with each refreshed IAM token), HELLO (RESP3
   #                clients), PING (health), READONLY (replica connections on 6380)
   #   topology:    CLUSTER SLOTS (routing), CLUSTER INFO (fred's cluster_state check on connect)
+  #   near cache:  CLIENT TRACKING (BCAST invalidations on the prefix, issue 16)
   #   setup:       CLIENT ID and INFO (fred reads its connection id and the server version on
   #                connect; without them it logs a warning per connection)
   # Keys: only the service's prefix (tenant prefixes live under it). No other key, no pub/sub
@@ -54,7 +55,7 @@ locals {
     "+evalsha", "+script|load", "+wait",
     "+auth", "+hello", "+ping", "+readonly",
     "+cluster|slots", "+cluster|info",
-    "+client|id", "+info",
+    "+client|id", "+info", "+client|tracking",
   ]
   cache_access_string = "on ~${var.valkey_key_prefix}* -@all ${join(" ", local.cache_user_commands)}"
 
