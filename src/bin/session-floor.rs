@@ -21,7 +21,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(name = "session-floor", about = "In-memory SessionService: the benchmark's gRPC floor")]
+#[command(
+    name = "session-floor",
+    about = "In-memory SessionService: the benchmark's gRPC floor"
+)]
 struct Args {
     /// Listen address.
     #[arg(long, env = "GRPC_LISTEN", default_value = "127.0.0.1:50061")]
@@ -76,21 +79,27 @@ impl SessionService for Floor {
         &self,
         _: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
-        Err(Status::unimplemented("the floor answers Create, Get, Put and Delete"))
+        Err(Status::unimplemented(
+            "the floor answers Create, Get, Put and Delete",
+        ))
     }
 
     async fn revoke_session(
         &self,
         _: Request<RevokeSessionRequest>,
     ) -> Result<Response<RevokeSessionResponse>, Status> {
-        Err(Status::unimplemented("the floor answers Create, Get, Put and Delete"))
+        Err(Status::unimplemented(
+            "the floor answers Create, Get, Put and Delete",
+        ))
     }
 
     async fn revoke_sessions(
         &self,
         _: Request<RevokeSessionsRequest>,
     ) -> Result<Response<RevokeSessionsResponse>, Status> {
-        Err(Status::unimplemented("the floor answers Create, Get, Put and Delete"))
+        Err(Status::unimplemented(
+            "the floor answers Create, Get, Put and Delete",
+        ))
     }
 }
 
@@ -118,9 +127,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         version: 1,
     };
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<SessionServiceServer<Floor>>()
-        .await;
+    reporter.set_serving::<SessionServiceServer<Floor>>().await;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!("session-floor listening on {}", listener.local_addr()?);
     Server::builder()
