@@ -15,10 +15,10 @@ stage "format"
 cargo fmt --all -- --check
 
 stage "clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 stage "rust tests (real valkey-server processes)"
-cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-4}"
+cargo test --locked --workspace --all-targets -- --test-threads "${TEST_THREADS:-4}"
 
 for extra in .ci/stages/*.sh; do
   [ -e "$extra" ] || continue

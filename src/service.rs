@@ -126,6 +126,22 @@ impl proto::session_service_server::SessionService for SessionService {
             lifetimes.max_absolute_timeout,
         )?;
 
+        // A caller-proposed id (session middleware that picks its own ids): validated, written
+        // with NX (never overwrites), its own slot, in no principal's index (docs/adapters.md).
+        let proposed = req
+            .proposed_id
+            .as_deref()
+            .map(SessionId::proposed)
+            .transpose()?;
+        if proposed.is_some() && !req.principal.is_empty() {
+            return Err(Error::InvalidArgument(
+                "proposed_id cannot be combined with principal: a session with a proposed id is \
+                 anonymous; log in with Rotate{id, principal}, which gives it a server-generated id"
+                    .into(),
+            )
+            .into());
+        }
+
         // A principal's sessions live in its slot, with its index; anonymous ones anywhere.
         let tag = if req.principal.is_empty() {
             None
@@ -138,7 +154,7 @@ impl proto::session_service_server::SessionService for SessionService {
         };
         let now = now_ms();
         let mut session = Session {
-            id: fresh(),
+            id: proposed.clone().unwrap_or_else(fresh),
             attributes: req.attributes,
             principal: req.principal,
             version: 1,
@@ -160,6 +176,10 @@ impl proto::session_service_server::SessionService for SessionService {
                 return Ok(Response::new(CreateResponse {
                     session: Some(to_proto(session)),
                 }));
+            }
+            if proposed.is_some() {
+                // Never retried with another id: the caller's cookie already names this one.
+                return Err(Error::AlreadyExists.into());
             }
             session.id = fresh();
         }
@@ -429,6 +449,7 @@ impl From<Error> for Status {
         match e {
             Error::InvalidId(_) | Error::InvalidArgument(_) => Status::invalid_argument(message),
             Error::NotFound => Status::not_found(message),
+            Error::AlreadyExists => Status::already_exists(message),
             Error::VersionConflict { current, .. } => Status::with_error_details(
                 tonic::Code::Aborted,
                 message,

@@ -22,6 +22,9 @@ pub enum Error {
         /// The version stored now.
         current: u64,
     },
+    /// A caller-proposed id is already a session's id; nothing was written.
+    #[error("proposed_id is already taken: propose another random id")]
+    AlreadyExists,
     /// The session would exceed a size or count limit; the message names the limit.
     #[error("{0}")]
     LimitExceeded(String),

@@ -3,6 +3,11 @@
 //! anonymous session, derived from the principal (keyed) once one is set, so a principal's
 //! sessions and its index share a slot. Ids of the first form (43 characters, the random part
 //! alone, its own slot) stay valid until they expire.
+//!
+//! A caller may propose the id at Create (session middleware that chooses its own ids,
+//! docs/adapters.md): 22..=128 characters of the URL-safe alphabet without a '.', kept in its own
+//! slot exactly like an id of the first form. Untagged ids are therefore parsed by length range
+//! and alphabet only; their key holds the id verbatim, so one spelling is one session.
 
 use std::{
     fmt,
@@ -24,6 +29,14 @@ pub const TAG_BYTES: usize = 8;
 pub const TAG_LEN: usize = 11;
 /// Length of a tagged id: tag, '.', random part.
 pub const TAGGED_ID_LEN: usize = TAG_LEN + 1 + ID_LEN;
+/// Shortest caller-proposed id: 22 characters of a 64-letter alphabet carry 132 bits, the
+/// least that holds 128 random bits.
+pub const PROPOSED_MIN_LEN: usize = 22;
+/// Longest caller-proposed (untagged) id.
+pub const PROPOSED_MAX_LEN: usize = 128;
+/// Fewest distinct characters in a proposed id: a random 22-character string has fewer with a
+/// probability below 1e-10, a constant or patterned one ("aaaa…", "abab…") is refused.
+const PROPOSED_MIN_DISTINCT: usize = 8;
 /// Bytes of the id's hash in a handle: 128 bits, 22 characters.
 const HANDLE_BYTES: usize = 16;
 /// Length of a handle.
@@ -86,35 +99,66 @@ impl SessionId {
         if raw.is_empty() {
             return Err(Error::InvalidId("id is empty"));
         }
-        let (tag, secret) = match raw.len() {
-            TAGGED_ID_LEN if raw.as_bytes()[TAG_LEN] == b'.' => {
-                (Some(&raw[..TAG_LEN]), &raw[TAG_LEN + 1..])
-            }
-            ID_LEN => (None, raw),
-            _ => {
-                return Err(Error::InvalidId(
-                    "id must be 55 characters (tag, '.', 43 characters of URL-safe base64)",
-                ));
-            }
-        };
-        for part in tag.into_iter().chain([secret]) {
-            if !part
-                .bytes()
+        let url_safe = |part: &str| {
+            part.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
+        };
+        if raw.len() == TAGGED_ID_LEN && raw.as_bytes()[TAG_LEN] == b'.' {
+            let (tag, secret) = (&raw[..TAG_LEN], &raw[TAG_LEN + 1..]);
+            if !url_safe(tag) || !url_safe(secret) {
                 return Err(Error::InvalidId(
                     "id may only contain A-Z, a-z, 0-9, '-', '_' and one '.'",
                 ));
             }
+            // Rejects non-canonical trailing bits, so one session has exactly one spelling (the
+            // key holds the id's hash).
+            let canonical = |part: &str, len: usize| {
+                URL_SAFE_NO_PAD
+                    .decode(part)
+                    .is_ok_and(|bytes| bytes.len() == len)
+            };
+            if !canonical(secret, ID_BYTES) || !canonical(tag, TAG_BYTES) {
+                return Err(Error::InvalidId("id is not a canonical session id"));
+            }
+            return Ok(Self(raw.to_owned()));
         }
-        // Rejects non-canonical trailing bits, so one session has exactly one spelling.
-        let canonical = |part: &str, len: usize| {
-            URL_SAFE_NO_PAD
-                .decode(part)
-                .is_ok_and(|bytes| bytes.len() == len)
-        };
-        if !canonical(secret, ID_BYTES) || tag.is_some_and(|t| !canonical(t, TAG_BYTES)) {
-            return Err(Error::InvalidId("id is not a canonical session id"));
+        // The first form (43 characters) and caller-proposed ids: untagged, own slot, the key
+        // holds the id verbatim.
+        if !(PROPOSED_MIN_LEN..=PROPOSED_MAX_LEN).contains(&raw.len()) {
+            return Err(Error::InvalidId(
+                "id must be 55 characters (tag, '.', 43 characters of URL-safe base64), or 22..128 without a '.'",
+            ));
+        }
+        if !url_safe(raw) {
+            return Err(Error::InvalidId(
+                "id may only contain A-Z, a-z, 0-9, '-', '_' and one '.'",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// Validates an id proposed by a caller at Create: 22..=128 characters of the URL-safe
+    /// alphabet, no '.', at least 8 distinct characters. The message never echoes the id.
+    pub fn proposed(raw: &str) -> Result<Self, Error> {
+        let bad = |why: &str| Err(Error::InvalidArgument(format!("proposed_id {why}")));
+        if !(PROPOSED_MIN_LEN..=PROPOSED_MAX_LEN).contains(&raw.len()) {
+            return bad(&format!(
+                "must be {PROPOSED_MIN_LEN}..{PROPOSED_MAX_LEN} characters (at least 128 random bits), got {}",
+                raw.len()
+            ));
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return bad(
+                "may only contain A-Z, a-z, 0-9, '-' and '_' (URL-safe base64, no padding)",
+            );
+        }
+        let mut seen = [false; 256];
+        raw.bytes().for_each(|b| seen[b as usize] = true);
+        if seen.iter().filter(|s| **s).count() < PROPOSED_MIN_DISTINCT {
+            return bad("does not look random: draw it from a CSPRNG");
         }
         Ok(Self(raw.to_owned()))
     }
@@ -187,12 +231,13 @@ mod tests {
             String::new(),
             good[..54].to_owned(),
             format!("{good}A"),
-            good.replace('.', "A"),
+            good.replace('.', "!"),
             format!("{}/{}", &good[..11], &good[12..]),
             format!("{{{}}}", &good[..53]),
             format!("{}+", &good[..54]),
             format!("{}=", &good[..54]),
-            legacy[..42].to_owned(),
+            legacy[..21].to_owned(),
+            "A".repeat(129),
             format!("{}/", &legacy[..42]),
             format!("{}.{}", &legacy[..11], &legacy[..43]).replace(&legacy[..1], "!"),
         ] {
@@ -204,6 +249,38 @@ mod tests {
         noncanonical[10] = b'B';
         let noncanonical = String::from_utf8(noncanonical).unwrap();
         assert!(SessionId::parse(&noncanonical).is_err() || noncanonical[10..11] == good[10..11]);
+    }
+
+    #[test]
+    fn proposed_ids_are_checked_for_length_alphabet_and_variety() {
+        let tower =
+            URL_SAFE_NO_PAD.encode(0x1234_5678_9abc_def0_0fed_cba9_8765_4321u128.to_le_bytes());
+        assert_eq!(tower.len(), PROPOSED_MIN_LEN);
+        for good in [
+            tower.clone(),
+            URL_SAFE_NO_PAD.encode(random::<32>()),
+            "aB3-_xYz9".repeat(14),
+        ] {
+            let id = SessionId::proposed(&good).expect("valid proposal");
+            assert!(id.tag().is_none(), "own slot, like the first form");
+            assert_eq!(SessionId::parse(&good).unwrap(), id, "readable afterwards");
+        }
+        for bad in [
+            tower[..21].to_owned(),
+            "aB3-_xYz9".repeat(15),
+            format!("{}.", &tower),
+            format!("{}=", &tower),
+            format!("{}+/", &tower),
+            "A".repeat(40),
+            "abababababababababababab".to_owned(),
+            SessionId::generate().0,
+        ] {
+            let err = SessionId::proposed(&bad).expect_err(&bad);
+            assert!(
+                !err.to_string().contains(&bad),
+                "the message does not echo the id"
+            );
+        }
     }
 
     #[test]

@@ -140,6 +140,11 @@ export interface CreateOptions {
   idleTimeoutMs?: number;
   /** Lifetime cap from creation; the server default when absent. */
   absoluteTimeoutMs?: number;
+  /**
+   * A caller-chosen id (22..128 URL-safe base64 characters from a CSPRNG) instead of a
+   * server-generated one; ALREADY_EXISTS if taken (never overwrites). Not with `principal`.
+   */
+  proposedId?: string;
 }
 
 export interface PutOptions {
@@ -149,6 +154,8 @@ export interface PutOptions {
   remove?: string[];
   /** Apply only if the stored version equals this; VersionConflictError otherwise. */
   expectedVersion?: bigint;
+  /** Replace the session's inactivity timeout. */
+  idleTimeoutMs?: number;
 }
 
 export interface RotateOptions {
@@ -196,6 +203,7 @@ export class SessionClient {
       idleTimeout: options.idleTimeoutMs === undefined ? undefined : durationFromMs(options.idleTimeoutMs),
       absoluteTimeout:
         options.absoluteTimeoutMs === undefined ? undefined : durationFromMs(options.absoluteTimeoutMs),
+      proposedId: options.proposedId,
     });
     try {
       const res = await this.sessions.create(req, { timeoutMs: this.timeoutMs });
@@ -219,8 +227,14 @@ export class SessionClient {
   }
 
   /** Applies one atomic delta. Throws SessionNotFoundError or VersionConflictError. */
-  async put(id: string, { set = {}, remove = [], expectedVersion }: PutOptions): Promise<Session> {
-    const req = create(PutRequestSchema, { id, set, remove, expectedVersion });
+  async put(id: string, { set = {}, remove = [], expectedVersion, idleTimeoutMs }: PutOptions): Promise<Session> {
+    const req = create(PutRequestSchema, {
+      id,
+      set,
+      remove,
+      expectedVersion,
+      idleTimeout: idleTimeoutMs === undefined ? undefined : durationFromMs(idleTimeoutMs),
+    });
     try {
       const res = await this.sessions.put(req, { timeoutMs: this.timeoutMs });
       return fromMessage(res.session);
