@@ -7,7 +7,7 @@ use fred::{
     prelude::{Builder, ClientLike, Pool, ReconnectPolicy},
     rustls::{ClientConfig, RootCertStore, pki_types::CertificateDer},
     types::config::{
-        Config as FredConfig, ReplicaConfig, TlsConfig, TlsConnector,
+        ClusterDiscoveryPolicy, Config as FredConfig, ReplicaConfig, TlsConfig, TlsConnector,
         TlsHostMapping as FredHostMapping,
     },
 };
@@ -69,6 +69,14 @@ async fn fred_config(cfg: &ValkeyConfig) -> Result<FredConfig, ClientError> {
     }
     // Fail commands at once while disconnected instead of queueing them behind a reconnect.
     config.fail_fast = true;
+    if config.server.is_clustered() {
+        // Rediscover the topology from any node the client knows, not only the one the URL names:
+        // with fred's default (`ConfigEndpoint`), killing that node left its shard unreachable
+        // until it came back (shared/valkey-notes.md, fact 14; tests/faults.rs).
+        config
+            .server
+            .set_cluster_discovery_policy(ClusterDiscoveryPolicy::UseCache)?;
+    }
     Ok(config)
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod faults;
 pub mod otlp;
 pub mod secure;
 mod topology;
