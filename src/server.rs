@@ -12,7 +12,7 @@ use tonic::transport::Server;
 use crate::{
     auth::{AuthLayer, Authenticator, tokens::TokenTable},
     config::{Config, ReadFrom},
-    layers::{AdmissionLayer, ObserveLayer},
+    layers::{AdmissionLayer, ObserveLayer, OversizeLayer},
     proto::{self, session_service_server::SessionServiceServer},
     service::SessionService,
     store::{self, SessionStore},
@@ -222,6 +222,7 @@ pub async fn run(
     // Authentication before admission: a caller that is refused never takes a concurrency slot.
     let server = Server::builder()
         .layer(ObserveLayer)
+        .layer(OversizeLayer)
         .layer(AuthLayer::new(authenticator))
         .layer(admission.clone())
         .add_service(health_service)

@@ -209,3 +209,47 @@ fn bad_configuration_exits_with_an_error_naming_the_key() {
         assert!(help.contains(var), "--help documents {var}");
     }
 }
+
+/// A request above the server's message limit is RESOURCE_EXHAUSTED, as the gRPC status-code
+/// specification says (tonic's own answer is OUT_OF_RANGE), with a message saying why; the
+/// service keeps serving and counts it under that code.
+#[tokio::test]
+async fn a_64_mib_request_is_resource_exhausted_not_out_of_range() {
+    let valkey = Valkey::standalone();
+    let service = Service::start(&valkey.url(), &[]);
+    let mut c = service.client_with_limit(128 << 20).await;
+    let id = create(&mut c, CreateRequest::default()).await.id;
+    let mut set = std::collections::HashMap::new();
+    set.insert("big".to_string(), vec![b'x'; 64 << 20]);
+    let started = Instant::now();
+    let e = c
+        .put(PutRequest {
+            id: id.clone(),
+            set,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    println!(
+        "64 MiB Put: {:?} in {:?}: {}",
+        e.code(),
+        started.elapsed(),
+        e.message()
+    );
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("too large"), "{}", e.message());
+    c.get(GetRequest { id, consistency: 0 })
+        .await
+        .expect("the service keeps serving");
+    let metrics = service.scrape_metrics();
+    assert!(
+        metrics.contains("method=\"Put\",code=\"RESOURCE_EXHAUSTED\"")
+            || metrics.contains("code=\"RESOURCE_EXHAUSTED\",method=\"Put\""),
+        "counted as RESOURCE_EXHAUSTED: {}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("grpc_requests_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
