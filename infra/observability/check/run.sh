@@ -3,7 +3,8 @@
 #   1. promtool check rules and promtool test rules (rules.yaml, rules.test.yaml);
 #   2. unit tests: alert metadata and runbook anchors, a firing and a quiet case for every alerting
 #      rule (proved by mutating the rule), dashboard structure, every panel query parsed by
-#      promtool, the name extraction and comparison;
+#      promtool, the compose Prometheus config (promtool check config), the name extraction and
+#      comparison;
 #   3. the live scrape: valkey-server and the debug valkey-sessions binary on free loopback ports,
 #      real RPCs, /metrics compared with every name the rules and the dashboard use.
 # Installs promtool (Debian's prometheus package) and a pinned virtualenv if missing.
@@ -34,8 +35,8 @@ promtool check rules "$kit/rules.yaml"
 echo "--- promtool test rules"
 (cd "$kit" && promtool test rules rules.test.yaml)
 
-echo "--- alerts, dashboard, name extraction (unit tests)"
-(cd "$here" && "$venv/bin/python" -m unittest -v test_rules test_dashboard test_names)
+echo "--- alerts, dashboard, compose Prometheus config, name extraction (unit tests)"
+(cd "$here" && "$venv/bin/python" -m unittest -v test_rules test_dashboard test_compose test_names)
 
 echo "--- live scrape of the service"
 "$root/infra/local/install-deps.sh" >/dev/null
