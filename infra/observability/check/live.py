@@ -61,41 +61,37 @@ class Stack:
 @contextlib.contextmanager
 def running(binary, service_env):
     """Valkey, then the service against it (env: `service_env` on top of the addresses); both are
-    stopped on exit, whatever happened."""
-    with tempfile.TemporaryDirectory(prefix="obs-live-") as tmp:
+    stopped on exit, whatever happened. A failure prints the end of the service's log."""
+    with tempfile.TemporaryDirectory(prefix="obs-live-") as tmp, contextlib.ExitStack() as stack:
         logs = pathlib.Path(tmp)
         valkey_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
         valkey = subprocess.Popen(
             ["valkey-server", "--bind", "127.0.0.1", "--port", str(valkey_port), "--save", "",
              "--appendonly", "no", "--dir", tmp],
-            stdout=open(logs / "valkey.log", "w"), stderr=subprocess.STDOUT)
-        service = None
+            stdout=stack.enter_context(open(logs / "valkey.log", "w")), stderr=subprocess.STDOUT)
+        stack.callback(stop, valkey)
+        wait_for("valkey-server", lambda: subprocess.run(
+            ["valkey-cli", "-p", str(valkey_port), "PING"], capture_output=True,
+            text=True).stdout.strip() == "PONG", alive=valkey)
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "VALKEY_URL": f"redis://127.0.0.1:{valkey_port}",
+            "GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
+            "METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+            "RUST_LOG": "info",
+            **service_env,
+        }
+        service = subprocess.Popen([str(binary)], env=env, stderr=subprocess.STDOUT,
+                                   stdout=stack.enter_context(open(logs / "service.log", "w")))
+        stack.callback(stop, service)
+        live = Stack(valkey, service, f"127.0.0.1:{grpc_port}",
+                     f"http://127.0.0.1:{metrics_port}/metrics", logs)
         try:
-            wait_for("valkey-server", lambda: subprocess.run(
-                ["valkey-cli", "-p", str(valkey_port), "PING"], capture_output=True,
-                text=True).stdout.strip() == "PONG", alive=valkey)
-            env = {
-                "PATH": os.environ.get("PATH", ""),
-                "VALKEY_URL": f"redis://127.0.0.1:{valkey_port}",
-                "GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
-                "METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
-                "RUST_LOG": "info",
-                **service_env,
-            }
-            service = subprocess.Popen([str(binary)], env=env, stdout=open(logs / "service.log", "w"),
-                                       stderr=subprocess.STDOUT)
-            stack = Stack(valkey, service, f"127.0.0.1:{grpc_port}",
-                          f"http://127.0.0.1:{metrics_port}/metrics", logs)
-            wait_for("the service's /metrics", lambda: _answers(stack), alive=service)
-            try:
-                yield stack
-            except BaseException:
-                print(stack.service_log()[-4000:])
-                raise
-        finally:
-            if service is not None:
-                stop(service)
-            stop(valkey)
+            wait_for("the service's /metrics", lambda: _answers(live), alive=service)
+            yield live
+        except BaseException:
+            print(live.service_log()[-4000:])
+            raise
 
 
 def _answers(stack):

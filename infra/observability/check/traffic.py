@@ -24,14 +24,14 @@ SERVICE_ENV = {
 }
 
 
-def expect(code, call, *args, **kwargs):
+def expect(code, call, request):
     try:
-        call(*args, **kwargs)
+        call(request)
     except grpc.RpcError as e:
         if e.code() != code:
-            raise AssertionError(f"{call._method}: {e.code()} {e.details()}, want {code}") from e
+            raise AssertionError(f"{type(request).__name__}: {e.code()} {e.details()}, want {code}") from e
         return
-    raise AssertionError(f"{call._method}: OK, want {code}")
+    raise AssertionError(f"{type(request).__name__}: OK, want {code}")
 
 
 def drive(stack, log):
