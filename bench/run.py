@@ -4,9 +4,11 @@
 Started by bench/run.sh, which builds the binaries first. For each topology (standalone Valkey,
 and the ElastiCache-Serverless-shaped TLS pair: primary P, replica P+1) it measures
 
-  1. the physical reference: valkey-benchmark GET/SET of a value as large as one session;
+  1. the physical reference: valkey-benchmark GET/SET of a value as large as one session, with
+     its own and Valkey's CPU per request;
   2. session-bench Get, Put, Create and mixed at the same concurrency, with the service's and the
      generator's CPU per RPC, and Get at half of its peak rate (fixed-rate, so p99 is honest);
+     Get at fixed rates from a tenth of that peak to beyond it: latency against offered load;
   3. Valkey commands and round trips per RPC: MONITOR on every node during two runs of N and 2N
      requests, differenced so the working set's creation cancels out;
   4. memory per session (used_memory delta) next to Spring Session's RedisIndexedSessionRepository
@@ -35,6 +37,7 @@ import os
 import pathlib
 import platform
 import re
+import resource
 import signal
 import socket
 import struct
@@ -49,6 +52,9 @@ VALKEY_SH = ROOT / "infra" / "local" / "valkey.sh"
 BACKGROUND = re.compile(r"^(info|client|ping|cluster|readonly|hello|command|config|memory|scan|strlen|select|replconf|monitor|script)$")
 RPC_OPS = ("get", "put", "create", "mixed")
 FLOOR_OPS = ("get", "put", "create")
+# Offered load of the Get latency curve, as fractions of the closed-loop Get peak.
+LOAD_CURVE = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5)
+LOAD_CURVE_QUICK = (0.25, 0.75, 1.2)
 COUNTED_OPS = ("create", "get", "put", "delete")
 # The session every figure is about: 5 attributes of 100 bytes (issue 7), for both layouts.
 SESSION = {"value_size": 100, "attributes": 5}
@@ -297,10 +303,26 @@ class Runner:
     def load(self, **flags):
         """The closed-loop flags shared by every throughput run."""
         o = self.options
-        base = dict(concurrency=o.concurrency, connections=o.connections, duration=o.duration,
-                    warmup=o.warmup, sessions=o.sessions, **SESSION)
-        base.update(flags)
-        return base
+        return {**dict(concurrency=o.concurrency, connections=o.connections, duration=o.duration,
+                       warmup=o.warmup, sessions=o.sessions, **SESSION), **flags}
+
+    def load_curve(self, service, peak):
+        """Get at fixed offered rates around the closed-loop peak (shorter runs than the others):
+        [{offered_rps, p50_us, p99_us, schedule_lag_p99_us, errors}]. Above saturation
+        session-bench still sends every scheduled request, late: the lag and the latency (from the
+        schedule) grow, and its RPS stays the offered rate, so it is not recorded here."""
+        o = self.options
+        points = []
+        for fraction in LOAD_CURVE_QUICK if o.quick else LOAD_CURVE:
+            rate = max(1, int(peak * fraction))
+            r = self.bench(service, "get", **self.load(rate=rate, duration=o.curve_duration,
+                                                       warmup=o.curve_warmup))
+            points.append({"fraction_of_peak": fraction, "offered_rps": rate,
+                           "p50_us": r["total"]["p50_us"],
+                           "p99_us": r["total"]["p99_us"],
+                           "schedule_lag_p99_us": (r.get("schedule_lag") or {}).get("p99_us"),
+                           "errors": r["errors"]})
+        return points
 
     def valkey_benchmark(self, valkey, size):
         args = ["valkey-benchmark", "-h", "127.0.0.1", "-p", str(valkey.port), "-c",
@@ -308,8 +330,15 @@ class Runner:
                 "get,set", "-d", str(size), "-r", "10000", "--csv"]
         if valkey.tls:
             args += ["--tls", "--cacert", valkey.ca, "--cluster"]
+        valkey_cpu = self.valkey_cpu_seconds(valkey)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = self.run(args, capture_output=True, text=True).stdout
-        rows = {}
+        client = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client_cpu = client.ru_utime + client.ru_stime - children.ru_utime - children.ru_stime
+        valkey_cpu = self.valkey_cpu_seconds(valkey) - valkey_cpu
+        requests = 2 * self.options.reference_requests  # GET and SET
+        rows = {"cpu_us_per_request": {"client": client_cpu * 1e6 / requests,
+                                       "valkey": valkey_cpu * 1e6 / requests}}
         for line in out.splitlines():
             cells = [c.strip('"') for c in line.split(",")]
             if cells[0] in ("GET", "SET"):
@@ -317,6 +346,12 @@ class Runner:
                                   "p99_ms": float(cells[6])}
         log(f"valkey-benchmark: GET {rows['GET']['rps']:.0f}, SET {rows['SET']['rps']:.0f} rps")
         return rows
+
+    @staticmethod
+    def valkey_cpu_seconds(valkey):
+        """CPU seconds the primary has used (INFO cpu)."""
+        cpu = valkey.info(valkey.port, "cpu")
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
     def session_size(self, valkey, service):
         """Bytes of one stored session of 5 x 100 B (the reference's value size)."""
@@ -383,6 +418,7 @@ class Runner:
             peak = result["rpcs"]["get"]["total"]["rps"]
             half = max(1, int(peak / 2))
             result["half_peak_get"] = self.bench(service, "get", **self.load(rate=half))
+            result["get_load_curve"] = self.load_curve(service, peak)
             result["counts"] = {op: self.count(valkey, service, op) for op in COUNTED_OPS}
             result["peak_rss_kib"] = service.peak_rss_kib()
             result["cost_off"] = self.cost(valkey, service)
@@ -815,7 +851,8 @@ def check(results):
             problems.append(f"security {name}: {results['security'][name]['errors']} errors")
     for name in ("standalone", "serverless"):
         t = results[name]
-        for op, r in {**t["rpcs"], "half-peak get": t["half_peak_get"]}.items():
+        curve = {f"get at {p['offered_rps']}/s": p for p in t.get("get_load_curve", [])}
+        for op, r in {**t["rpcs"], "half-peak get": t["half_peak_get"], **curve}.items():
             if r["errors"]:
                 problems.append(f"{name} {op}: errors {r['errors']}")
         for op, c in t["counts"].items():
@@ -842,6 +879,8 @@ def main():
     options.reference_requests = 50000 if quick else 500000
     options.count_requests = 500 if quick else 5000
     options.memory_sessions = 2000 if quick else 20000
+    options.curve_duration = "2s" if quick else "5s"
+    options.curve_warmup = "1s"
 
     runner = Runner(options)
     results = {

@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # One run of every benchmark figure (issue 7): builds the release binaries, then bench/run.py
-# starts its own Valkey topologies and service processes on free loopback ports and stops them.
-#   bench/run.sh            full run (~4 min on 2 cores), rewrites the table in docs/benchmarks.md
-#   bench/run.sh --quick    short runs; with --no-doc --check it is the CI smoke test
+# starts its own Valkey topologies and service processes on free loopback ports and stops them;
+# bench/plot.py then draws that run's results (issue 18).
+#   bench/run.sh            full run (~7 min on 2 cores), rewrites the table in docs/benchmarks.md
+#                           and the pictures docs/bench/*.png
+#   bench/run.sh --quick    short runs; with --no-doc --check it is the CI smoke test (pictures
+#                           then go to target/bench/plots/)
 #   BENCH_PROFILE=debug     use target/debug binaries (CI smoke: no release build needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 infra/local/install-deps.sh >/dev/null
+[ -x bench/.venv/bin/pip ] || python3 -m venv bench/.venv
+bench/.venv/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
 profile=${BENCH_PROFILE:-release}
 flag=()
 [ "$profile" = release ] && flag=(--release)
 cargo build --locked "${flag[@]}" --bin valkey-sessions --bin session-bench --bin health-probe --bin session-floor
-exec python3 bench/run.py --profile "$profile" "$@"
+python3 bench/run.py --profile "$profile" "$@"
+out=docs/bench
+[[ " $* " == *" --no-doc "* ]] && out=target/bench/plots
+exec bench/.venv/bin/python bench/plot.py target/bench/results.json --out "$out"

@@ -55,6 +55,12 @@ class Check(unittest.TestCase):
         failing["security"]["tls_token"]["errors"] = 3
         self.assertTrue(run.check(failing))
 
+    def test_fails_on_an_error_of_the_load_curve(self):
+        results = self.results()
+        results["standalone"] = {**results["standalone"], "get_load_curve": [
+            {"offered_rps": 100, "errors": {}}, {"offered_rps": 200, "errors": {"UNAVAILABLE": 3}}]}
+        self.assertEqual(run.check(results), ["standalone get at 200/s: errors {'UNAVAILABLE': 3}"])
+
 
 class SpringLayout(unittest.TestCase):
     def test_java_serialization_sizes(self):

@@ -6,6 +6,7 @@ Run by infra/validate/run.sh inside its virtualenv: python -m unittest -v test_i
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +23,13 @@ MODULE = TERRAFORM / "modules" / "valkey-sessions"
 CACHE_SG = "${aws_security_group.cache.id}"
 SERVICE_SG = "${aws_security_group.service.id}"
 CACHE_PORTS = {6379, 6380}
+
+
+def rules_job():
+    """The one scrape job every selector of infra/observability/rules.yaml names."""
+    jobs = set(re.findall(r'job="([^"]+)"', (INFRA / "observability" / "rules.yaml").read_text()))
+    assert len(jobs) == 1, jobs
+    return jobs.pop()
 
 
 def unwrap(value):
@@ -584,10 +592,82 @@ class Compose(unittest.TestCase):
         self.assertIn("for caller in dev todo-gateway; do", script)
         self.assertEqual(service["configs"], [{"source": "service-conf", "target": env["VALKEY_SESSIONS_CONFIG"]}])
 
+    def test_prometheus_and_grafana_only_in_the_observability_profile(self):
+        services = self.compose["services"]
+        with_profiles = {name for name, s in services.items() if "profiles" in s}
+        self.assertEqual(with_profiles, {"prometheus", "grafana"})
+        for name in with_profiles:
+            self.assertEqual(services[name]["profiles"], ["observability"])
+
+    def test_prometheus_scrapes_the_service_as_the_rules_job_and_loads_the_rules(self):
+        configs = self.compose["configs"]
+        config = yaml.safe_load(configs["prometheus-config"]["content"])
+        [job] = config["scrape_configs"]
+        self.assertEqual(job["job_name"], rules_job())
+        metrics_port = self.compose["services"]["valkey-sessions"]["ports"][1].rsplit(":", 1)[1]
+        self.assertEqual(job["static_configs"][0]["targets"], [f"valkey-sessions:{metrics_port}"])
+        mounts = {c["source"]: c["target"] for c in self.compose["services"]["prometheus"]["configs"]}
+        self.assertEqual(mounts["prometheus-config"], "/etc/prometheus/prometheus.yml")
+        self.assertEqual(config["rule_files"], ["rules.yaml"])  # next to prometheus.yml
+        self.assertEqual(mounts["prometheus-rules"], "/etc/prometheus/rules.yaml")
+        self.assertEqual((INFRA / "docker" / configs["prometheus-rules"]["file"]).resolve(),
+                         INFRA / "observability" / "rules.yaml")
+
+    def test_grafana_provisions_the_datasource_and_the_dashboard(self):
+        configs = self.compose["configs"]
+        mounts = {c["source"]: c["target"] for c in self.compose["services"]["grafana"]["configs"]}
+        [source] = yaml.safe_load(configs["grafana-datasource"]["content"])["datasources"]
+        self.assertEqual((source["type"], source["url"]), ("prometheus", "http://prometheus:9090"))
+        self.assertTrue(mounts["grafana-datasource"].startswith("/etc/grafana/provisioning/datasources/"))
+        [provider] = yaml.safe_load(configs["grafana-dashboards"]["content"])["providers"]
+        self.assertTrue(mounts["grafana-dashboards"].startswith("/etc/grafana/provisioning/dashboards/"))
+        self.assertEqual(mounts["grafana-dashboard"].rsplit("/", 1)[0], provider["options"]["path"])
+        self.assertEqual((INFRA / "docker" / configs["grafana-dashboard"]["file"]).resolve(),
+                         INFRA / "observability" / "dashboard.json")
+
 
 class Kubernetes(unittest.TestCase):
     def load(self, name):
         return yaml.safe_load((INFRA / "k8s" / name).read_text())
+
+    def test_kustomization_lists_every_manifest(self):
+        listed = set(self.load("kustomization.yaml")["resources"])
+        present = {p.name for p in (INFRA / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
+        self.assertEqual(listed, present)
+
+    def test_monitoring_resources_follow_their_schema(self):
+        schema = json.loads((INFRA / "validate" / "schema" / "prometheus-operator.json").read_text())
+        validator = jsonschema.Draft7Validator(schema)
+        for name in ("prometheusrule.yaml", "servicemonitor.yaml"):
+            with self.subTest(name=name):
+                self.assertEqual([e.message for e in validator.iter_errors(self.load(name))], [])
+        misspelt = self.load("servicemonitor.yaml")
+        misspelt["spec"]["endpoint"] = misspelt["spec"].pop("endpoints")
+        self.assertTrue(list(validator.iter_errors(misspelt)))
+        bad_duration = self.load("prometheusrule.yaml")
+        bad_duration["spec"]["groups"][1]["rules"][0]["for"] = "2 minutes"
+        self.assertTrue(list(validator.iter_errors(bad_duration)))
+
+    def test_prometheus_rule_carries_exactly_the_rules_of_infra_observability(self):
+        rules = yaml.safe_load((INFRA / "observability" / "rules.yaml").read_text())
+        self.assertEqual(self.load("prometheusrule.yaml")["spec"]["groups"], rules["groups"],
+                         "regenerate it: infra/observability/check/prometheusrule.py")
+
+    def test_service_monitor_scrapes_the_metrics_port_as_the_rules_job(self):
+        monitor = self.load("servicemonitor.yaml")["spec"]
+        service = self.load("service.yaml")
+        container = self.load("deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
+        # Without a jobLabel, prometheus-operator names the job after the Service.
+        self.assertNotIn("jobLabel", monitor)
+        self.assertEqual(service["metadata"]["name"], rules_job())
+        self.assertEqual(monitor["namespaceSelector"]["matchNames"], [service["metadata"]["namespace"]])
+        for key, value in monitor["selector"]["matchLabels"].items():
+            self.assertEqual(service["metadata"]["labels"].get(key), value)
+        [endpoint] = monitor["endpoints"]
+        [port] = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+        [container_port] = [p for p in container["ports"] if p["name"] == port["targetPort"]]
+        self.assertEqual(container_port["containerPort"], 9090)
+        self.assertEqual(endpoint["path"], "/metrics")
 
     def test_network_policy_egress_is_cache_and_dns_only(self):
         policy = self.load("networkpolicy.yaml")["spec"]
