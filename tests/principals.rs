@@ -167,7 +167,8 @@ async fn list_pages_newest_first_with_handles_that_cannot_read(shape: Shape) {
         );
         assert!(!ids.contains(&info.handle), "a handle is not an id");
         assert!(info.expires_at.unwrap().seconds > info.last_accessed_at.unwrap().seconds);
-        // A handle cannot read or write the session.
+        // A handle cannot read or write the session: it is not an id (refused) or names no
+        // session (22 characters parse as an id a caller may propose, whose key is elsewhere).
         let err = c
             .get(GetRequest {
                 id: info.handle.clone(),
@@ -175,7 +176,10 @@ async fn list_pages_newest_first_with_handles_that_cannot_read(shape: Shape) {
             })
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            matches!(err.code(), Code::InvalidArgument | Code::NotFound),
+            "{err:?}"
+        );
     }
     assert_eq!(list_all(&mut c, &p, 100).await.len(), 5);
     let empty = list_all(&mut c, &unique("nobody"), 10).await;

@@ -304,7 +304,10 @@ async fn a_rotated_certificate_serves_new_connections_and_open_ones_keep_working
         0,
         "the open connection never failed"
     );
-    assert!(ok.load(Ordering::Relaxed) > 20);
+    assert!(
+        ok.load(Ordering::Relaxed) > 5,
+        "the open connection kept being used"
+    );
     assert!(metric(&service, "grpc_tls_reloads_total", "outcome=\"ok\"") >= 1.0);
     eprintln!("certificate rotation took effect after {took:?}");
 }
@@ -464,12 +467,18 @@ async fn tenants_never_see_each_other_and_have_their_own_limits() {
         300,
         "the tenant's lifetime default"
     );
+    // Keys are `<prefix>{tag}.<handle>` (docs/key-layout.md): the default tenant keeps the
+    // single-tenant prefix, the shop tenant has its own.
+    let key = |prefix: &str, id: &str| {
+        let parsed = valkey_sessions::session::SessionId::parse(id).unwrap();
+        format!("{prefix}{{{}}}.{}", &id[..11], parsed.handle())
+    };
     let keys = valkey.cli(&["KEYS", "*"]);
     assert!(
-        keys.contains(&format!("vs:{{{theirs}}}")),
-        "default tenant: today's keys: {keys}"
+        keys.contains(&key("vs:", &theirs)),
+        "default tenant: {keys}"
     );
-    assert!(keys.contains(&format!("vs:shop:{{{}}}", mine.id)), "{keys}");
+    assert!(keys.contains(&key("vs:shop:", &mine.id)), "{keys}");
 
     // Every operation on the other tenant's id: NOT_FOUND, never PERMISSION_DENIED.
     let code = shop.get(get(&theirs)).await.unwrap_err().code();

@@ -185,6 +185,8 @@ impl Deployment {
                 "VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK".into(),
                 "true".into(),
             ));
+            // Where reads go is what most tests check: the near cache has its own tests.
+            env.push(("VALKEY_SESSIONS_NEAR_CACHE__ENABLED".into(), "false".into()));
             env.push(("VALKEY_CA_FILE".into(), tls.ca.display().to_string()));
             env.push(("VALKEY_READ_FROM".into(), "replica".into()));
         }
