@@ -365,7 +365,7 @@ class CacheAccess(unittest.TestCase):
         # Of the forbidden commands, only these read-only or self-scoped subcommands are granted.
         for command in commands:
             if command[1:].split("|")[0] in FORBIDDEN_COMMANDS:
-                self.assertIn(command, ("+script|load", "+cluster|slots", "+cluster|info", "+client|id"))
+                self.assertIn(command, ("+script|load", "+cluster|slots", "+cluster|info", "+client|id", "+client|tracking"))
         for grant in ("~*", "allkeys", "allcommands", "+@all", "&*"):
             self.assertNotIn(grant, template)
 
