@@ -7,7 +7,7 @@ Writes, for both topologies of the run:
   throughput.png            RPS of each RPC next to valkey-benchmark GET/SET (and the floor)
   cpu-per-rpc.png           CPU µs per request of the service (Valkey's under valkey-benchmark, the
                             floor's) and of the load generator
-  get-latency-vs-load.png   Get p50/p99 and achieved RPS against offered load (fixed rates)
+  get-latency-vs-load.png   Get p50/p99 against offered load (fixed rates up to saturation)
 
 A `floor` entry of a topology, {name: session-bench report} like `rpcs`, is drawn when present;
 results without it (or without `get_load_curve`, from older runs) draw what they have.
@@ -123,33 +123,22 @@ def plot_load_curve(results, path):
     shown = [(key, title) for key, title in topologies(results) if results[key].get("get_load_curve")]
     if not shown:
         return False
-    fig, (latency, achieved) = plt.subplots(1, 2, figsize=(13, 4.6))
-    top = 0
+    fig, ax = plt.subplots(figsize=(9, 4.8))
     for key, title in shown:
         points = results[key]["get_load_curve"]
         offered = [p["offered_rps"] for p in points]
         colour = COLOURS[key]
-        latency.plot(offered, [p["p50_us"] / 1000 for p in points], "o-", color=colour, label=f"{title} p50")
-        latency.plot(offered, [p["p99_us"] / 1000 for p in points], "s--", color=colour, label=f"{title} p99")
-        achieved.plot(offered, [p["achieved_rps"] for p in points], "o-", color=colour, label=title)
+        ax.plot(offered, [p["p50_us"] / 1000 for p in points], "o-", color=colour, label=f"{title} p50")
+        ax.plot(offered, [p["p99_us"] / 1000 for p in points], "s--", color=colour, label=f"{title} p99")
         peak = results[key]["rpcs"]["get"]["total"]["rps"]
-        for ax in (latency, achieved):
-            ax.axvline(peak, color=colour, linestyle=":", linewidth=1)
-        top = max(top, max(offered))
-    latency.set_yscale("log")
-    latency.set_xlabel("offered Gets per second (fixed rate)")
-    latency.set_ylabel("latency from the scheduled send, ms (log)")
-    latency.set_title("Get latency against offered load")
-    latency.grid(alpha=0.3, which="both")
-    latency.legend(fontsize=8)
-    achieved.plot([0, top], [0, top], color="#bbbbbb", linewidth=1, label="achieved = offered")
-    achieved.set_xlabel("offered Gets per second (fixed rate)")
-    achieved.set_ylabel("achieved Gets per second")
-    achieved.set_title("Throughput against offered load")
-    achieved.grid(alpha=0.3)
-    achieved.legend(fontsize=8)
-    fig.suptitle(f"Get at fixed rates up to saturation; dotted: closed-loop peak ({caption(results)})",
-                 fontsize=10)
+        ax.axvline(peak, color=colour, linestyle=":", linewidth=1,
+                   label=f"{title}: closed-loop peak, {peak:,.0f}/s")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered Gets per second (fixed rate)")
+    ax.set_ylabel("latency from the scheduled send, ms (log)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Get latency against offered load ({caption(results)})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
