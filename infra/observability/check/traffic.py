@@ -58,16 +58,16 @@ def drive(stack, log):
         expect(grpc.StatusCode.ABORTED, sessions.Put,
                pb.PutRequest(id=other.id, set={"a": b"2"}, expected_version=put.version - 1))
 
-        log("an expiry refresh: a Get in the second half of a 2 s idle window")
-        short = sessions.Create(pb.CreateRequest(idle_timeout=duration_pb2.Duration(seconds=2))).session
-        time.sleep(1.2)
+        log("an expiry refresh: a Get in the second half of a 4 s idle window")
+        short = sessions.Create(pb.CreateRequest(idle_timeout=duration_pb2.Duration(seconds=4))).session
+        time.sleep(2.5)
         sessions.Get(pb.GetRequest(id=short.id))
 
         log("Valkey frozen: concurrency and deadline rejections, valkey_up 0, a PING timeout")
         stack.valkey.send_signal(signal.SIGSTOP)
         try:
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                calls = [pool.submit(_code, sessions.Get, pb.GetRequest(id=other.id)) for _ in range(4)]
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                calls = [pool.submit(_code, sessions.Get, pb.GetRequest(id=other.id)) for _ in range(8)]
                 codes = sorted(str(c.result().name) for c in calls)
             # Two hold the only two permits until their 300 ms deadline, the others are refused.
             assert codes.count("DEADLINE_EXCEEDED") >= 1, codes
