@@ -16,21 +16,7 @@ use valkey_sessions::{
 
 const ON: (&str, &str) = ("VALKEY_SESSIONS_NEAR_CACHE__ENABLED", "true");
 
-macro_rules! on_every_topology {
-    ($($scenario:ident),* $(,)?) => {
-        mod standalone {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Standalone).await })*
-        }
-        mod serverless {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Serverless).await })*
-        }
-        mod cluster {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Cluster).await })*
-        }
-    };
-}
-
-on_every_topology!(
+support::on_every_topology!(
     hot_gets_are_served_from_memory_without_valkey,
     changes_on_another_instance_are_never_served_stale,
     a_killed_tracking_connection_empties_the_cache,

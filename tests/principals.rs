@@ -26,21 +26,7 @@ fn start(shape: Shape, env: &[(&str, &str)]) -> (Deployment, Service) {
     (deployment, service)
 }
 
-macro_rules! on_every_topology {
-    ($($scenario:ident),* $(,)?) => {
-        mod standalone {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Standalone).await })*
-        }
-        mod serverless {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Serverless).await })*
-        }
-        mod cluster {
-            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Cluster).await })*
-        }
-    };
-}
-
-on_every_topology!(
+support::on_every_topology!(
     list_pages_newest_first_with_handles_that_cannot_read,
     revoked_sessions_are_not_found_on_every_read_path,
     login_is_one_rotate_into_the_principal_slot,

@@ -134,7 +134,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .add_service(health)
         .add_service(SessionServiceServer::new(Floor { session }))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // TCP_NODELAY as the service sets it: without it Nagle's algorithm and delayed ACKs
+            // stall small responses, and the floor would measure the kernel, not gRPC.
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |conn| {
+                    conn.inspect(|stream| {
+                        let _ = stream.set_nodelay(true);
+                    })
+                },
+            ),
             valkey_sessions::shutdown::signal(),
         )
         .await?;

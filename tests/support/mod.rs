@@ -1,7 +1,7 @@
 //! Test harness: real valkey-server processes on free loopback ports and the real
 //! `valkey-sessions` binary, each owned by the test and killed on drop.
 
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod certs;
 pub mod faults;
@@ -22,6 +22,23 @@ use std::{
 
 use tonic::transport::Channel;
 use valkey_sessions::client::{CallerOptions, Client};
+
+/// Runs each scenario (an `async fn(Shape)` of the calling test file) once per topology, as
+/// `<topology>::<scenario>`: standalone, the serverless-shaped TLS pair and the 3-shard cluster.
+macro_rules! on_every_topology {
+    ($($scenario:ident),* $(,)?) => {
+        mod standalone {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Standalone).await })*
+        }
+        mod serverless {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Serverless).await })*
+        }
+        mod cluster {
+            $(#[tokio::test] async fn $scenario() { super::$scenario(super::Shape::Cluster).await })*
+        }
+    };
+}
+pub(crate) use on_every_topology;
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
