@@ -294,7 +294,7 @@ async fn a_killed_tracking_connection_empties_the_cache(shape: Shape) {
     })
     .await
     .unwrap();
-    wait_until("tracking to reconnect", Duration::from_secs(15), || {
+    wait_until("tracking to reconnect", Duration::from_secs(40), || {
         d.nodes
             .iter()
             .map(|n| {
