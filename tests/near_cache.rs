@@ -23,15 +23,6 @@ support::on_every_topology!(
     the_cache_stays_within_its_bounds,
 );
 
-fn counter(service: &Service, name: &str, labels: &str) -> f64 {
-    service
-        .scrape_metrics()
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn eventual(c: &mut Client, id: &str) -> Result<u64, Code> {
     c.get(GetRequest {
         id: id.into(),
@@ -54,10 +45,10 @@ async fn serving_once(service: &Service, c: &mut Client) {
     let probe = create(c, CreateRequest::default()).await.id;
     let start = Instant::now();
     loop {
-        let before = counter(service, "session_gets_total", "source=\"cache\"");
+        let before = service.metric("session_gets_total", "source=\"cache\"");
         eventual(c, &probe).await.unwrap();
         eventual(c, &probe).await.unwrap();
-        if counter(service, "session_gets_total", "source=\"cache\"") > before {
+        if service.metric("session_gets_total", "source=\"cache\"") > before {
             return;
         }
         assert!(
@@ -89,12 +80,12 @@ async fn hot_gets_are_served_from_memory_without_valkey(shape: Shape) {
     .id;
     eventual(&mut c, &id).await.unwrap();
     let before = reads(&d);
-    let hits = counter(&a, "session_gets_total", "source=\"cache\"");
+    let hits = a.metric("session_gets_total", "source=\"cache\"");
     for _ in 0..200 {
         assert_eq!(eventual(&mut c, &id).await, Ok(1));
     }
     assert_eq!(reads(&d), before, "200 hot Gets, no Valkey read");
-    assert!(counter(&a, "session_gets_total", "source=\"cache\"") - hits >= 199.0);
+    assert!(a.metric("session_gets_total", "source=\"cache\"") - hits >= 199.0);
     // Strong Gets never use it.
     let strong = c
         .get(GetRequest {
@@ -272,7 +263,7 @@ async fn a_killed_tracking_connection_empties_the_cache(shape: Shape) {
     let id = create(&mut cb, CreateRequest::default()).await.id;
     eventual(&mut ca, &id).await.unwrap();
     assert_eq!(eventual(&mut ca, &id).await, Ok(1));
-    let flushes = counter(&a, "near_cache_flushes_total", "");
+    let flushes = a.metric("near_cache_flushes_total", "");
     let mut killed = 0;
     let mut before = Vec::new();
     for node in &d.nodes {
@@ -307,7 +298,7 @@ async fn a_killed_tracking_connection_empties_the_cache(shape: Shape) {
             >= killed
     });
     assert!(
-        counter(&a, "near_cache_flushes_total", "") > flushes,
+        a.metric("near_cache_flushes_total", "") > flushes,
         "the loss emptied the cache"
     );
     // After the reconnect: never the old version.
@@ -339,7 +330,7 @@ async fn the_cache_stays_within_its_bounds(shape: Shape) {
         eventual(&mut c, id).await.unwrap();
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let entries = counter(&a, "near_cache_entries", "");
+    let entries = a.metric("near_cache_entries", "");
     assert!(entries <= 100.0, "max_entries 100, holds {entries}");
     assert!(entries > 0.0);
 }
@@ -380,6 +371,6 @@ async fn a_server_refusing_tracking_turns_the_cache_off() {
     for _ in 0..5 {
         assert_eq!(eventual(&mut c, &id).await, Ok(1));
     }
-    assert_eq!(counter(&a, "session_gets_total", "source=\"cache\""), 0.0);
-    assert_eq!(counter(&a, "near_cache_enabled", ""), 0.0);
+    assert_eq!(a.metric("session_gets_total", "source=\"cache\""), 0.0);
+    assert_eq!(a.metric("near_cache_enabled", ""), 0.0);
 }

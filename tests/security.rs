@@ -68,16 +68,6 @@ where
     }
 }
 
-/// The value of a counter (summed over label sets whose labels contain `labels`).
-fn metric(service: &Service, name: &str, labels: &str) -> f64 {
-    service
-        .scrape_metrics()
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn tls_serves_and_a_plaintext_peer_on_either_side_is_refused_cleanly() {
     let valkey = Valkey::standalone();
@@ -130,13 +120,9 @@ async fn tls_serves_and_a_plaintext_peer_on_either_side_is_refused_cleanly() {
 
     // Everyone else is still served.
     assert!(c.get(get(&id)).await.is_ok());
-    assert!(metric(&service, "grpc_tls_handshake_failures_total", "") >= 1.0);
+    assert!(service.metric("grpc_tls_handshake_failures_total", "") >= 1.0);
     assert!(
-        metric(
-            &service,
-            "grpc_tls_certificate_expiration_timestamp_seconds",
-            ""
-        ) > 1.7e9,
+        service.metric("grpc_tls_certificate_expiration_timestamp_seconds", "") > 1.7e9,
         "the served certificate's not_after is exported"
     );
 }
@@ -172,7 +158,7 @@ async fn mutual_tls_refuses_missing_foreign_and_expired_client_certificates() {
     // Missing, foreign-CA and expired certificates fail in the handshake: with TLS 1.3 the
     // client learns it on its first call at the latest. No call reaches the service.
     let before = data_calls(&valkey);
-    let failures_before = metric(&service, "grpc_tls_handshake_failures_total", "");
+    let failures_before = service.metric("grpc_tls_handshake_failures_total", "");
     for (what, caller) in [
         ("no certificate", secured.caller(Some(GATEWAY_TOKEN))),
         (
@@ -197,7 +183,7 @@ async fn mutual_tls_refuses_missing_foreign_and_expired_client_certificates() {
     wait_until(
         "three refused handshakes counted",
         Duration::from_secs(5),
-        || metric(&service, "grpc_tls_handshake_failures_total", "") >= failures_before + 3.0,
+        || service.metric("grpc_tls_handshake_failures_total", "") >= failures_before + 3.0,
     );
 
     // A valid certificate of an identity that is not a configured caller: PERMISSION_DENIED.
@@ -285,7 +271,7 @@ async fn a_rotated_certificate_serves_new_connections_and_open_ones_keep_working
     wait_until(
         "the bad reload to be counted",
         Duration::from_secs(10),
-        || metric(&service, "grpc_tls_reloads_total", "outcome=\"error\"") >= 1.0,
+        || service.metric("grpc_tls_reloads_total", "outcome=\"error\"") >= 1.0,
     );
     let mut after = service.client_as(&trusts_next).await.unwrap();
     assert!(
@@ -308,7 +294,7 @@ async fn a_rotated_certificate_serves_new_connections_and_open_ones_keep_working
         ok.load(Ordering::Relaxed) > 5,
         "the open connection kept being used"
     );
-    assert!(metric(&service, "grpc_tls_reloads_total", "outcome=\"ok\"") >= 1.0);
+    assert!(service.metric("grpc_tls_reloads_total", "outcome=\"ok\"") >= 1.0);
     eprintln!("certificate rotation took effect after {took:?}");
 }
 
@@ -385,11 +371,7 @@ async fn tokens_authenticate_authorise_and_reload_without_touching_valkey() {
         "method_not_allowed",
     ] {
         assert!(
-            metric(
-                &service,
-                "grpc_auth_rejected_total",
-                &format!("reason=\"{reason}\"")
-            ) >= 1.0,
+            service.metric("grpc_auth_rejected_total", &format!("reason=\"{reason}\"")) >= 1.0,
             "{reason} is counted"
         );
     }
@@ -431,13 +413,7 @@ async fn tokens_authenticate_authorise_and_reload_without_touching_valkey() {
     wait_until(
         "the bad tokens file to be counted",
         Duration::from_secs(10),
-        || {
-            metric(
-                &service,
-                "grpc_auth_token_reloads_total",
-                "outcome=\"error\"",
-            ) >= 1.0
-        },
+        || service.metric("grpc_auth_token_reloads_total", "outcome=\"error\"") >= 1.0,
     );
     let mut new = service.client_as(&rotated).await.unwrap();
     assert!(new.get(get(&id)).await.is_ok());

@@ -36,15 +36,6 @@ fn connections_of(node: &Valkey, user: &str) -> usize {
         .count()
 }
 
-fn metric(service: &Service, name: &str) -> f64 {
-    service
-        .scrape_metrics()
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_password_file_authenticates_every_connection_and_its_rotation_is_picked_up() {
     let d = Deployment::start(Shape::Serverless);
@@ -146,7 +137,7 @@ async fn a_wrong_password_is_not_serving_and_says_authentication_failed() {
     let err = c.create(CreateRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert_eq!(
-        metric(&service, "valkey_up"),
+        service.metric("valkey_up", ""),
         0.0,
         "health reports Valkey down"
     );
@@ -226,7 +217,7 @@ async fn iam_tokens_are_refreshed_and_used_for_reconnects_with_zero_failed_rpcs(
 
     // Load for 9 s; every 3 s every connection is dropped, so the reconnects must present a
     // token signed within the last few seconds.
-    let refreshes_before = metric(&service, "valkey_iam_token_refreshes_total");
+    let refreshes_before = service.metric("valkey_iam_token_refreshes_total", "");
     let (mut ok, mut failed) = (0u64, Vec::new());
     let began = Instant::now();
     let mut next_kill = Duration::from_secs(3);
@@ -255,7 +246,7 @@ async fn iam_tokens_are_refreshed_and_used_for_reconnects_with_zero_failed_rpcs(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let refreshes = metric(&service, "valkey_iam_token_refreshes_total") - refreshes_before;
+    let refreshes = service.metric("valkey_iam_token_refreshes_total", "") - refreshes_before;
     stop.store(true, Ordering::Relaxed);
     updater.join().unwrap();
     println!(

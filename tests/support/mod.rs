@@ -442,6 +442,16 @@ impl Service {
         }
     }
 
+    /// The sum of a metric's samples whose line contains `labels` (e.g. `reason="x"`, or "" for
+    /// all of them), from a fresh scrape.
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        self.scrape_metrics()
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Plain HTTP GET against the metrics listener; returns the body.
     pub fn scrape_metrics(&self) -> String {
         let addr = self
