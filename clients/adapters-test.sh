@@ -20,6 +20,67 @@ express() {
   node --test --test-timeout 60000 express.test.mjs
 }
 
+# gorilla/sessions store: generate the stubs, copy the Go module (sources only) into a clean GOPATH
+# under its import path, build and vet it offline against Debian's packages and run the net/http
+# app tests there; then check clients/go/go.mod (for module users) parses and that a module-mode
+# build of the copy fails only for the network (GOPROXY=off), not for its paths or imports.
+gorilla() {
+  bash "$here/go/generate.sh" || return 1
+  local mod=github.com/valkey-sessions/valkey-sessions/clients/go dst
+  dst="$work/gopath/src/$mod"
+  mkdir -p "$dst" && cp -r "$here/go/." "$dst/" && rm -rf "$dst/.gopath" || return 1
+  (
+    cd "$dst" && . ./env.sh || exit 1
+    export GOPATH="$work/gopath:/usr/share/gocode"
+    go vet "$mod/gorillastore" && go test -count=1 -v "$mod/gorillastore" || exit 1
+    echo "--- go.mod (module mode, offline) ---"
+    GO111MODULE=on GOFLAGS= go mod edit -json go.mod >/dev/null || { echo "go.mod does not parse"; exit 1; }
+    local errs
+    errs="$(GO111MODULE=on GOFLAGS=-mod=mod GOPROXY=off GOPATH="$work/modcache" go build ./gorillastore 2>&1 |
+      grep -vE '^go: downloading |module lookup disabled by GOPROXY=off$')"
+    [ -z "$errs" ] || { echo "module-mode build: errors other than the network:"; echo "$errs"; exit 1; }
+    echo "go.mod parses; a module-mode build fails only for module lookups (GOPROXY=off)"
+  )
+}
+
+# Java: clients/java/pom.xml is for users (CI builds the client with javac against Debian's jars).
+# Offline, check what can be checked: well-formed XML with the coordinates and dependencies users
+# expect, versions equal to Debian's jars that CI compiles and tests against, and (when mvn is
+# installed) that Maven reads the model and fails only to resolve artifacts in offline mode.
+java_pom() {
+  python3 - "$here/java/pom.xml" <<'PY' || return 1
+import glob, os, sys, xml.etree.ElementTree as ET
+ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+root = ET.parse(sys.argv[1]).getroot()
+props = {e.tag.split("}")[1]: e.text for e in root.find("m:properties", ns)}
+val = lambda e, t: (e.findtext("m:" + t, namespaces=ns) or "").replace("${grpc.version}", props["grpc.version"]).replace("${protobuf.version}", props["protobuf.version"])
+assert (val(root, "groupId"), val(root, "artifactId")) == ("io.valkeysessions", "valkey-sessions-client"), "coordinates"
+deps = {val(d, "artifactId"): (val(d, "version"), val(d, "scope")) for d in root.iterfind("m:dependencies/m:dependency", ns)}
+for a in ("grpc-netty-shaded", "grpc-protobuf", "grpc-stub", "protobuf-java", "junit"):
+    assert a in deps, "missing dependency " + a
+assert deps["junit"][1] == "test", "junit must be test scope"
+debian = {"grpc-stub": "grpc-stub-", "grpc-protobuf": "grpc-protobuf-", "protobuf-java": "protobuf-", "junit": "junit4-"}
+for a, prefix in debian.items():
+    want = deps[a][0]
+    if not os.path.exists(f"/usr/share/java/{prefix}{want}.jar"):
+        have = sorted(os.path.basename(p) for p in glob.glob(f"/usr/share/java/{prefix}[0-9]*.jar"))
+        raise SystemExit(f"pom.xml {a} {want}: Debian ships {have}")
+    print(f"pom.xml {a} {want} = Debian's /usr/share/java/{prefix}{want}.jar")
+assert "../../proto" in (root.findtext(".//m:protoSourceRoot", namespaces=ns) or ""), "stubs from ../../proto"
+print("pom.xml: well-formed, coordinates, dependencies and versions ok")
+PY
+  command -v mvn >/dev/null || { echo "pom.xml: mvn not installed, model not read by Maven"; return 0; }
+  local m2 out
+  m2="$(mktemp -d)"
+  out="$(cd "$here/java" && timeout 120 mvn -o -B -q -Dmaven.repo.local="$m2" validate 2>&1)"
+  rm -rf "$m2"
+  if grep -qiE 'Non-parseable|Malformed|unrecognised tag|Unrecognised tag|is missing|Duplicated|Unknown packaging' <<<"$out" ||
+     ! grep -q 'offline mode' <<<"$out"; then
+    echo "pom.xml: Maven (offline) did not fail only for artifact resolution:"; echo "$out" | head -20; return 1
+  fi
+  echo "pom.xml: Maven read the model; offline it fails only to resolve artifacts (no local repository)"
+}
+
 echo "=== adapters: express-session (npm pack tarball in a clean directory) ==="
 out="$(express 2>&1)"; rc=$?
 echo "$out"
@@ -27,6 +88,17 @@ p="$(grep -E '^# pass [0-9]+' <<<"$out" | grep -oE '[0-9]+' || echo 0)"
 f="$(grep -E '^# fail [0-9]+' <<<"$out" | grep -oE '[0-9]+' || echo 0)"
 [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
 pass=$((pass + p)) fail=$((fail + f))
+
+echo "=== adapters: gorilla/sessions (Go module copied into a clean GOPATH, offline) ==="
+out="$(gorilla 2>&1)"; rc=$?
+echo "$out"
+p="$(grep -cE '^--- PASS' <<<"$out")"
+f="$(grep -cE '^--- FAIL' <<<"$out")"
+[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+pass=$((pass + p)) fail=$((fail + f))
+
+echo "=== adapters: Java pom.xml (offline checks) ==="
+if java_pom; then pass=$((pass + 1)); else echo "java pom.xml check failed"; fail=$((fail + 1)); fi
 
 echo "adapters: $pass passed, $fail failed"
 [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]

@@ -16,6 +16,8 @@ apt_packages=(
   # github.com/golang/protobuf, and only 1.5 understands protoc-gen-go 1.28 (APIv2) messages.
   golang-go protoc-gen-go protoc-gen-go-grpc
   golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
+  # gorilla/sessions (and its securecookie) for the Go adapter, clients/go/gorillastore
+  golang-github-gorilla-sessions-dev golang-github-gorilla-securecookie-dev
   # Java: the grpc-java plugin and the runtime jars in /usr/share/java (javac: see below)
   protobuf-compiler-grpc-java-plugin libgrpc-java libprotobuf-java
   libnetty-java libguava-java libperfmark-java libgoogle-gson-java liberror-prone-java

@@ -25,7 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	sessionv1 "valkeysessions/gen/session/v1"
+	sessionv1 "github.com/valkey-sessions/valkey-sessions/clients/go/gen/session/v1"
 )
 
 var (
