@@ -439,5 +439,31 @@ def test_store_contract(service):
     own.delete()
 
 
+def test_merge_rules():
+    from valkey_sessions.merge import MISSING, MergeConflict, merge
+
+    assert merge([1], [1, 2], [1, 3]) == [1, 2, 3]  # items added by each are kept
+    assert merge([1, 2], [1, 2, 3], [2]) == [2, 3]  # an item removed by this request goes
+    assert merge({"a": 1}, {"a": 1, "b": 2}, {"a": 5}) == {"a": 5, "b": 2}
+    assert merge(1, 2, 1) == 2 and merge(1, 1, 3) == 3 and merge(MISSING, 4, 4) == 4
+    assert merge(True, True, 1) == 1  # JSON equality: true is not 1
+    assert merge("x", MISSING, "x") is MISSING  # deleted by the other, untouched here
+    with pytest.raises(MergeConflict):
+        merge("a", "b", "c")
+
+
+def test_async_login_rotates(service):
+    from asgiref.sync import async_to_sync
+
+    s = SessionStore()
+    s["k"] = "v"
+    s.save()
+    old = s.session_key
+    async_to_sync(s.acycle_key)()
+    assert s.session_key != old and not s.exists(old)
+    assert service.get(s.session_key, strong=True).attributes == {"k": b'"v"'}
+    s.delete()
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))

@@ -43,6 +43,7 @@ from datetime import timedelta
 from typing import Any, Optional
 
 import grpc
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 
@@ -298,6 +299,10 @@ class SessionStore(SessionBase):
         self._base = current
         self._session_cache = merged
         self.modified = True
+
+    async def acycle_key(self) -> None:
+        """``alogin``'s cycle: the same Rotate as ``cycle_key`` (SessionBase's would Create + Delete)."""
+        await sync_to_async(self.cycle_key)()
 
     @classmethod
     def clear_expired(cls) -> None:
