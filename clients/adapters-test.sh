@@ -81,6 +81,25 @@ PY
   echo "pom.xml: Maven read the model; offline it fails only to resolve artifacts (no local repository)"
 }
 
+# Django session engine: build the wheel from a clean copy of clients/python (the stubs are
+# generated from proto/ during the build), install it with Django and pytest into a fresh venv,
+# run the Django app tests there (outside the source tree, so the installed package is tested).
+django() {
+  local src="$work/python-src" venv="$work/django-venv" app="$work/django-app"
+  mkdir -p "$src" "$app" "$work/dist"
+  tar -C "$here/python" --exclude=./.venv --exclude=./build --exclude='*.egg-info' --exclude=./session_client/_pb \
+    --exclude=__pycache__ -cf - . | tar -C "$src" -xf - || return 1
+  python3 -m venv "$venv" || return 1
+  VALKEY_SESSIONS_PROTO="$here/../proto" "$venv/bin/pip" wheel -q --disable-pip-version-check --no-deps \
+    -w "$work/dist" "$src" || return 1
+  ls "$work/dist"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$work"/dist/valkey_sessions_client-*.whl \
+    Django==5.2.19 pytest==9.2.0 || return 1
+  cp "$here/python/adapter-test/test_django.py" "$app/"
+  cd "$app" && "$venv/bin/python" -c 'import valkey_sessions.django as m; print("testing", m.__file__)' &&
+    "$venv/bin/python" -m pytest -v -p no:cacheprovider test_django.py
+}
+
 echo "=== adapters: express-session (npm pack tarball in a clean directory) ==="
 out="$(express 2>&1)"; rc=$?
 echo "$out"
@@ -99,6 +118,15 @@ pass=$((pass + p)) fail=$((fail + f))
 
 echo "=== adapters: Java pom.xml (offline checks) ==="
 if java_pom; then pass=$((pass + 1)); else echo "java pom.xml check failed"; fail=$((fail + 1)); fi
+
+echo "=== adapters: django session engine (wheel in a fresh venv) ==="
+out="$(django 2>&1)"; rc=$?
+echo "$out"
+summary="$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' <<<"$out" | tail -n 1)"
+p="$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)"
+f="$(grep -oE '[0-9]+ (failed|errors?)' <<<"$summary" | awk '{ s += $1 } END { print s + 0 }')"
+[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+pass=$((pass + p)) fail=$((fail + f))
 
 echo "adapters: $pass passed, $fail failed"
 [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]

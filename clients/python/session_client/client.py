@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from session.v1 import session_pb2, session_pb2_grpc
+from session_client._pb import session_pb2, session_pb2_grpc
 
 SERVICE_NAME = "session.v1.SessionService"
 
@@ -71,6 +71,36 @@ def _duration(d: Optional[timedelta]) -> Optional[duration_pb2.Duration]:
     out = duration_pb2.Duration()
     out.FromTimedelta(d)
     return out
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details):  # grpc.ClientCallDetails is an interface: rebuild it
+        metadata = list(details.metadata or []) + [self._header]
+        return _CallDetails(
+            details.method, details.timeout, metadata, details.credentials,
+            getattr(details, "wait_for_ready", None), getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: Optional[float]
+    metadata: Optional[list]
+    credentials: Optional[grpc.CallCredentials]
+    wait_for_ready: Optional[bool]
+    compression: Optional[grpc.Compression]
 
 
 @dataclass(frozen=True)
@@ -139,8 +169,10 @@ class SessionPage:
 class SessionClient:
     """Client for session.v1.SessionService (and grpc.health.v1 on the same server).
 
-    ``target`` is host:port; the channel is plaintext unless you pass your own ``channel``
-    (e.g. ``grpc.secure_channel``). Use as a context manager or call ``close()``.
+    ``target`` is host:port. The channel is plaintext unless ``tls`` (or any of ``ca``, ``cert``,
+    ``key``: PEM bytes; ``cert``/``key`` are a client certificate for mTLS) is given, or you pass
+    your own ``channel``. ``token`` is sent as ``authorization: Bearer <token>`` on every call
+    (the caller identity; it decides the tenant). Use as a context manager or call ``close()``.
     """
 
     def __init__(
@@ -149,9 +181,25 @@ class SessionClient:
         *,
         timeout: float = 5.0,
         channel: Optional[grpc.Channel] = None,
+        token: Optional[str] = None,
+        tls: bool = False,
+        ca: Optional[bytes] = None,
+        cert: Optional[bytes] = None,
+        key: Optional[bytes] = None,
     ) -> None:
         self._own_channel = channel is None
-        self.channel = channel if channel is not None else grpc.insecure_channel(target)
+        if channel is None:
+            if tls or ca is not None or cert is not None or key is not None:
+                creds = grpc.ssl_channel_credentials(
+                    root_certificates=ca, private_key=key, certificate_chain=cert
+                )
+                channel = grpc.secure_channel(target, creds)
+            else:
+                channel = grpc.insecure_channel(target)
+        self._raw_channel = channel
+        if token is not None:
+            channel = grpc.intercept_channel(channel, _BearerToken(token))
+        self.channel = channel
         self.stub = session_pb2_grpc.SessionServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
         self.timeout = timeout
@@ -164,7 +212,7 @@ class SessionClient:
 
     def close(self) -> None:
         if self._own_channel:
-            self.channel.close()
+            self._raw_channel.close()
 
     def create(
         self,
@@ -173,14 +221,21 @@ class SessionClient:
         principal: str = "",
         idle_timeout: Optional[timedelta] = None,
         absolute_timeout: Optional[timedelta] = None,
+        proposed_id: Optional[str] = None,
     ) -> Session:
-        """Starts a session with a server-generated id, version 1."""
+        """Starts a session, version 1, with a server-generated id or ``proposed_id``.
+
+        A ``proposed_id`` (22..128 characters of A-Z a-z 0-9 - _, drawn from a CSPRNG) that a
+        session already has raises ``SessionError`` ALREADY_EXISTS; nothing is overwritten.
+        """
         req = session_pb2.CreateRequest(
             attributes=dict(attributes or {}),
             principal=principal,
             idle_timeout=_duration(idle_timeout),
             absolute_timeout=_duration(absolute_timeout),
         )
+        if proposed_id is not None:
+            req.proposed_id = proposed_id
         try:
             return Session.from_proto(self.stub.Create(req, timeout=self.timeout).session)
         except grpc.RpcError as err:
@@ -202,9 +257,18 @@ class SessionClient:
         remove: Iterable[str] = (),
         *,
         expected_version: Optional[int] = None,
+        idle_timeout: Optional[timedelta] = None,
     ) -> Session:
-        """Applies one atomic delta; raises ``SessionNotFound`` or ``VersionConflict``."""
-        req = session_pb2.PutRequest(id=session_id, set=dict(set or {}), remove=list(remove))
+        """Applies one atomic delta; raises ``SessionNotFound`` or ``VersionConflict``.
+
+        ``idle_timeout`` replaces the session's inactivity timeout (expiry: now + it).
+        """
+        req = session_pb2.PutRequest(
+            id=session_id,
+            set=dict(set or {}),
+            remove=list(remove),
+            idle_timeout=_duration(idle_timeout),
+        )
         if expected_version is not None:
             req.expected_version = expected_version
         try:
