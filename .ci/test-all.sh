@@ -20,7 +20,7 @@ stage "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 stage "rust tests (real valkey-server processes)"
-cargo test --locked --workspace --all-targets -- --test-threads "${TEST_THREADS:-3}"
+cargo test --locked --workspace --all-targets --no-fail-fast -- --test-threads "${TEST_THREADS:-3}"
 
 for extra in .ci/stages/*.sh; do
   [ -e "$extra" ] || continue

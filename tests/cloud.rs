@@ -248,8 +248,13 @@ async fn three_shards_serve_hundreds_of_sessions_with_principals_without_crosssl
     for t in 0..4 {
         let mut c = c.clone();
         tasks.push(tokio::spawn(async move {
-            let principal = format!("user-{t}@example.com");
-            let ids = create_n(&mut c, 75, &principal).await;
+            // A principal's sessions share one slot (its tag), and which shard that is depends on
+            // the deployment's secret: 25 principals per task spread over the three shards.
+            let mut ids = Vec::with_capacity(75);
+            for p in 0..25 {
+                let principal = format!("user-{t}-{p}@example.com");
+                ids.extend(create_n(&mut c, 3, &principal).await);
+            }
             for (i, id) in ids.iter().enumerate() {
                 let s = c
                     .put(PutRequest {
