@@ -250,10 +250,10 @@ async fn three_shards_serve_hundreds_of_sessions_with_principals_without_crosssl
         tasks.push(tokio::spawn(async move {
             // A principal's sessions share one slot (its tag), and which shard that is depends on
             // the deployment's secret: 25 principals per task spread over the three shards.
+            let principal = |i: usize| format!("user-{t}-{}@example.com", i / 3);
             let mut ids = Vec::with_capacity(75);
             for p in 0..25 {
-                let principal = format!("user-{t}-{p}@example.com");
-                ids.extend(create_n(&mut c, 3, &principal).await);
+                ids.extend(create_n(&mut c, 3, &principal(3 * p)).await);
             }
             for (i, id) in ids.iter().enumerate() {
                 let s = c
@@ -269,7 +269,7 @@ async fn three_shards_serve_hundreds_of_sessions_with_principals_without_crosssl
                     .into_inner()
                     .session
                     .unwrap();
-                assert_eq!(s.principal, principal);
+                assert_eq!(s.principal, principal(i));
                 let strong = if i % 2 == 0 {
                     Consistency::Strong
                 } else {
