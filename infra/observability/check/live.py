@@ -10,6 +10,8 @@ import tempfile
 import time
 import urllib.request
 
+from prometheus_client.parser import text_string_to_metric_families
+
 
 def free_port():
     with socket.socket() as s:
@@ -53,6 +55,14 @@ class Stack:
     def scrape(self):
         with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
             return response.read().decode()
+
+    def value(self, name, **labels):
+        """The sum of the scraped samples `name` whose labels include `labels`; None when there
+        is none."""
+        found = [sample.value for family in text_string_to_metric_families(self.scrape())
+                 for sample in family.samples
+                 if sample.name == name and labels.items() <= sample.labels.items()]
+        return sum(found) if found else None
 
     def service_log(self):
         return (self.logs / "service.log").read_text(errors="replace")

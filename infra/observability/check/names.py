@@ -38,19 +38,9 @@ def exposition(text):
     return out
 
 
-def read_allow_list(path):
-    names = set()
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            names.add(line)
-    return names
-
-
-def compare(refs, exported, recorded, allowed):
-    """Problems: a referenced name the service does not export (nor a rule records, nor the
-    allow-list holds), a label it does not carry, an allow-listed name that is exported after all
-    or no longer used."""
+def compare(refs, exported, recorded):
+    """Problems: a referenced name the service does not export (nor a rule records), a label it
+    does not carry."""
     samples = {}
     for family in exported.values():
         samples.update(family)
@@ -59,10 +49,6 @@ def compare(refs, exported, recorded, allowed):
         where = ref["where"][0] + (f" (+{len(ref['where']) - 1} more)" if len(ref["where"]) > 1 else "")
         if name in recorded:
             continue
-        if name in allowed:
-            if name in samples:
-                problems.append(f"{name} is exported now: remove it from the allow-list")
-            continue
         if name not in samples:
             problems.append(f"{name} is not exported by the service (used in {where})")
             continue
@@ -70,8 +56,6 @@ def compare(refs, exported, recorded, allowed):
         if unknown:
             problems.append(f"{name} has no label {', '.join(sorted(unknown))} (used in {where}); "
                             f"it has {', '.join(sorted(samples[name])) or 'none'}")
-    for name in sorted(allowed - set(refs)):
-        problems.append(f"{name} is allow-listed but nothing uses it: remove it from the allow-list")
     return problems
 
 

@@ -5,8 +5,9 @@
 #      rule (proved by mutating the rule), dashboard structure, every panel query parsed by
 #      promtool, the compose Prometheus config (promtool check config), the name extraction and
 #      comparison;
-#   3. the live scrape: valkey-server and the debug valkey-sessions binary on free loopback ports,
-#      real RPCs, /metrics compared with every name the rules and the dashboard use.
+#   3. the live scrape: valkey-server and the debug valkey-sessions binary on free loopback ports
+#      (gRPC with TLS and bearer tokens, certificates made with openssl), real RPCs and the TLS
+#      and auth events, /metrics compared with every name the rules and the dashboard use.
 # Installs promtool (Debian's prometheus package) and a pinned virtualenv if missing.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

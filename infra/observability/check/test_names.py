@@ -50,8 +50,8 @@ class Selectors(unittest.TestCase):
 class Compare(unittest.TestCase):
     exported = names.exposition(SCRAPE)
 
-    def problems(self, *exprs, recorded=(), allowed=()):
-        return names.compare(refs(*exprs), self.exported, set(recorded), set(allowed))
+    def problems(self, *exprs, recorded=()):
+        return names.compare(refs(*exprs), self.exported, set(recorded))
 
     def test_exported_names_histogram_suffixes_and_target_labels_pass(self):
         self.assertEqual(self.problems(
@@ -69,13 +69,16 @@ class Compare(unittest.TestCase):
         [problem] = self.problems('rate(grpc_requests_total{status="OK"}[5m])')
         self.assertIn("no label status", problem)
 
-    def test_recorded_and_allow_listed_names_pass_and_the_allow_list_stays_honest(self):
-        self.assertEqual(self.problems("a:b:rate5m", "tls_metric", recorded={"a:b:rate5m"},
-                                       allowed={"tls_metric"}), [])
-        [problem] = self.problems("valkey_up", allowed={"valkey_up"})
-        self.assertIn("exported now", problem)
-        [problem] = self.problems("valkey_up", allowed={"tls_metric"})
-        self.assertIn("nothing uses it", problem)
+    def test_a_name_recorded_by_a_rule_passes(self):
+        self.assertEqual(self.problems("a:b:rate5m", recorded={"a:b:rate5m"}), [])
+        [problem] = self.problems("a:b:rate5m", recorded={"a:b:rate1h"})
+        self.assertIn("a:b:rate5m is not exported", problem)
+
+    def test_no_name_is_exempt_a_tls_metric_missing_from_the_scrape_fails(self):
+        # The live check runs the service with TLS and tokens; nothing is allow-listed any more.
+        [problem] = self.problems(
+            'rate(grpc_tls_reloads_total{outcome="error"}[15m])', "valkey_up")
+        self.assertIn("grpc_tls_reloads_total is not exported", problem)
 
     def test_families_no_panel_shows(self):
         used = refs("rate(grpc_request_duration_seconds_count[5m])", "valkey_up")
