@@ -274,11 +274,14 @@ async fn three_shards_serve_hundreds_of_sessions_with_principals_without_crosssl
             }
             for id in ids.iter().step_by(2) {
                 assert!(
-                    c.delete(DeleteRequest { id: id.clone() })
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .existed
+                    c.delete(DeleteRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .existed
                 );
             }
         }));

@@ -130,7 +130,12 @@ async fn session_ids_never_reach_the_logs() {
         })
         .await
         .unwrap_err();
-        c.delete(DeleteRequest { id: s.id.clone() }).await.unwrap();
+        c.delete(DeleteRequest {
+            id: s.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         c.get(GetRequest {
             id: s.id.clone(),
             consistency: 0,
