@@ -187,6 +187,14 @@ fn bad_configuration_exits_with_an_error_naming_the_key() {
             "valkey.ca_file",
         ),
         (&[("GRPC_LISTEN", "not-an-address")], "GRPC_LISTEN"),
+        (
+            &[("VALKEY_SESSIONS_VALKEY__DURABILITY_TIMEOUT", "2s")],
+            "valkey.durability_timeout",
+        ),
+        (
+            &[("VALKEY_SESSIONS_VALKEY__DURABILITY", "sometimes")],
+            "durability",
+        ),
     ];
     for (env, expected) in cases {
         let out = Command::new(bin)
