@@ -1,6 +1,6 @@
 //! Runs a store script on the node that owns its keys: EVALSHA, and after NOSCRIPT (a node that
-//! restarted, or a replica promoted since the scripts were loaded) EVAL, which also caches the
-//! script on that node. fred's `evalsha_with_reload` loads the script with SCRIPT LOAD on every
+//! restarted, or a replica promoted since the scripts were loaded) SCRIPT LOAD on that node and
+//! EVALSHA again. fred's `evalsha_with_reload` loads the script with SCRIPT LOAD on every
 //! node of the cluster instead, which makes its router wait for every connection's replies: one
 //! stopped (SIGSTOP) or dead node then stalls the whole client.
 
@@ -35,8 +35,10 @@ pub(super) async fn load(valkey: &Arc<Valkey>, scripts: &[&Script]) -> Result<()
     Ok(())
 }
 
-/// EVALSHA, then EVAL on NOSCRIPT, on the connection `client` routes it to; the keys share one
-/// hash tag (store/keys.rs), so they are all on `client`'s node.
+/// EVALSHA, and after NOSCRIPT a SCRIPT LOAD on the same node and EVALSHA again, on the
+/// connection `client` routes it to; the keys share one hash tag (store/keys.rs), so they are all
+/// on `client`'s node. Not EVAL: the service's ACL user may not run ad-hoc scripts
+/// (docs/security-infra.md).
 pub(super) async fn run<R: FromValue>(
     client: &Client,
     script: &Script,
@@ -51,7 +53,10 @@ pub(super) async fn run<R: FromValue>(
             let lua = script
                 .lua()
                 .ok_or_else(|| FredError::new(ErrorKind::Unknown, "script without its source"))?;
-            client.eval(lua.clone(), keys.to_vec(), args).await
+            client.script_load::<String, _>(lua.clone()).await?;
+            client
+                .evalsha(script.sha1().clone(), keys.to_vec(), args)
+                .await
         }
         result => result,
     }

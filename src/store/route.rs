@@ -28,8 +28,10 @@ use fred::{
 use super::valkey::Valkey;
 
 /// Redirections followed for one command before it fails as UNAVAILABLE. An ASK of a script the
-/// new node does not know yet takes three: the ASK, a NOSCRIPT (which loads it), the retry.
-const MAX_ATTEMPTS: usize = 4;
+/// importing node does not know yet takes four: the owner's ASK; ASKING and EVALSHA there, whose
+/// NOSCRIPT loads the script and whose retry (ASKING spent) is MOVED back to the owner; the
+/// owner's ASK again; ASKING and EVALSHA. One more for a MOVED while the slot table is stale.
+const MAX_ATTEMPTS: usize = 5;
 
 /// Why a routed command failed.
 #[derive(Debug)]
