@@ -584,8 +584,9 @@ async fn resharding_a_slot_under_load_serves_through_ask_and_moved_and_loses_not
         "the migrated session is served while its slot is migrating: {served_through_ask} RPCs"
     );
     assert!(
-        report.longest_outage() < Duration::from_secs(1),
-        "no session unavailable for a second: {}",
+        report.longest_outage() < Duration::from_secs(1)
+            && report.longest_outage_of(&["put"]) < Duration::from_secs(1),
+        "no session unavailable (nor unwritable) for a second: {}",
         report.summary()
     );
     for code in report.failure_codes() {
@@ -603,9 +604,10 @@ async fn resharding_a_slot_under_load_serves_through_ask_and_moved_and_loses_not
         "the session now lives on the new shard"
     );
     let metrics = service.scrape_metrics();
+    // MOVED is counted only when a command reaches the old owner before the periodic topology
+    // refresh (every 3 s) has seen the new one: usual, not certain.
     assert!(
-        metrics.contains("valkey_redirects_total{kind=\"ask\"}")
-            && metrics.contains("valkey_redirects_total{kind=\"moved\"}"),
+        metrics.contains("valkey_redirects_total{kind=\"ask\"}"),
         "redirections are counted: {}",
         metrics
             .lines()

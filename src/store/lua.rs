@@ -4,7 +4,10 @@
 //! node of the cluster instead, which makes its router wait for every connection's replies: one
 //! stopped (SIGSTOP) or dead node then stalls the whole client.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use fred::{
     clients::Client,
@@ -60,4 +63,47 @@ pub(super) async fn run<R: FromValue>(
         }
         result => result,
     }
+}
+
+/// [`run`] for a script whose last key, a principal's index, only sessions with a principal need
+/// (put, delete): while the slot migrates, a command naming an index that does not exist is
+/// refused with TRYAGAIN until the migration ends, so after a TRYAGAIN the script runs again
+/// without it (`narrow`). A script that finds it needs the index after all answers `-6`, which
+/// comes back as TRYAGAIN, and the next attempt names it again.
+pub(super) async fn run_index_optional<R: FromValue>(
+    client: &Client,
+    script: &Script,
+    keys: &[String],
+    args: Vec<Value>,
+    narrow: &AtomicBool,
+) -> Result<R, FredError> {
+    let narrowed = narrow.load(Ordering::Relaxed) && keys.len() > 1;
+    let named = if narrowed {
+        &keys[..keys.len() - 1]
+    } else {
+        keys
+    };
+    match run::<Value>(client, script, named, args).await {
+        Err(e) if e.details().starts_with("TRYAGAIN") && keys.len() > 1 => {
+            narrow.store(true, Ordering::Relaxed);
+            Err(e)
+        }
+        Ok(reply) if needs_index(&reply) => {
+            narrow.store(false, Ordering::Relaxed);
+            Err(FredError::new(
+                ErrorKind::Unknown,
+                "TRYAGAIN the session has a principal: the command needs its index",
+            ))
+        }
+        result => result.and_then(R::from_value),
+    }
+}
+
+/// A script's "run me again with the index" answer: `-6`, or `{-6}`.
+fn needs_index(reply: &Value) -> bool {
+    let code = match reply {
+        Value::Array(items) => items.first(),
+        other => Some(other),
+    };
+    code.and_then(Value::as_i64) == Some(-6)
 }

@@ -298,7 +298,7 @@ impl SessionStore {
 
         self.forget(&keys[0]);
         let reply: Vec<Value> = self
-            .eval_write(
+            .eval_write_index_optional(
                 "evalsha_put",
                 &self.scripts.put,
                 &keys,
@@ -374,7 +374,7 @@ impl SessionStore {
             return Ok(removed > 0);
         };
         let existed: i64 = self
-            .eval_write(
+            .eval_write_index_optional(
                 "evalsha_delete",
                 &self.scripts.delete,
                 &[key.clone(), tenant.keys.index(&tag)],
@@ -479,6 +479,23 @@ impl SessionStore {
         let args = &args;
         self.keyed_write(command, &keys[0], wrote, |c| async move {
             lua::run(&c, script, keys, args.clone()).await
+        })
+        .await
+    }
+
+    /// [`Self::eval_write`] of a script whose last key, the index, only sessions with a principal
+    /// need (store/lua.rs: left out after a TRYAGAIN while the slot migrates).
+    async fn eval_write_index_optional<T: FromValue>(
+        &self,
+        command: &'static str,
+        script: &Script,
+        keys: &[String],
+        args: Vec<Value>,
+        wrote: impl Fn(&T) -> bool,
+    ) -> Result<T, Error> {
+        let (args, narrow) = (&args, &std::sync::atomic::AtomicBool::new(false));
+        self.keyed_write(command, &keys[0], wrote, |c| async move {
+            lua::run_index_optional(&c, script, keys, args.clone(), narrow).await
         })
         .await
     }

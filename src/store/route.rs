@@ -33,6 +33,9 @@ use super::valkey::Valkey;
 /// owner's ASK again; ASKING and EVALSHA. One more for a MOVED while the slot table is stale.
 const MAX_ATTEMPTS: usize = 5;
 
+/// Pause before a command refused with TRYAGAIN (its slot migrating) is sent again.
+const TRYAGAIN_PAUSE: Duration = Duration::from_millis(20);
+
 /// Why a routed command failed.
 #[derive(Debug)]
 pub(super) enum RouteError {
@@ -92,7 +95,9 @@ impl Valkey {
         let slot = redis_keyslot(key.as_bytes());
         let mut to: Option<(Redirect, Server)> = None;
         let mut last = None;
-        for _ in 0..MAX_ATTEMPTS {
+        let started = tokio::time::Instant::now();
+        let mut redirects = 0;
+        while redirects < MAX_ATTEMPTS {
             let (node, client, result) = match &to {
                 None => {
                     let table = self.table();
@@ -145,6 +150,19 @@ impl Valkey {
                             self.refresh_soon();
                         }
                         to = Some((kind, target));
+                        last = Some(e);
+                        redirects += 1;
+                    }
+                    // The keys of a multi-key command are split between the two nodes of a
+                    // migrating slot, or some do not exist yet: Valkey refuses it until the
+                    // migration moves on. Again from the owner, within the command timeout.
+                    None if e.details().starts_with("TRYAGAIN")
+                        && started.elapsed() + TRYAGAIN_PAUSE < self.command_timeout =>
+                    {
+                        metrics::counter!("valkey_redirects_total", "kind" => "tryagain")
+                            .increment(1);
+                        tokio::time::sleep(TRYAGAIN_PAUSE).await;
+                        to = None;
                         last = Some(e);
                     }
                     None => return Err(RouteError::Fred(e)),
