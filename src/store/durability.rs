@@ -49,10 +49,13 @@ const REVOCATION_WAIT: Duration = Duration::from_millis(500);
 /// in time is logged, not an error: the revocation happened on the primary, and a lagging
 /// replica's miss-fallback is all it could serve.
 pub(super) async fn revocation_replicated(client: &Client) {
-    match client
+    let started = std::time::Instant::now();
+    let acked = client
         .wait::<i64>(REPLICAS, REVOCATION_WAIT.as_millis() as i64)
-        .await
-    {
+        .await;
+    metrics::histogram!("valkey_command_duration_seconds", "command" => "wait")
+        .record(started.elapsed().as_secs_f64());
+    match acked {
         Ok(acked) if acked >= REPLICAS => {}
         Ok(_) => tracing::warn!("a revocation was not acknowledged by a replica in time"),
         Err(e) => tracing::warn!(error = %e, "WAIT after a revocation failed"),

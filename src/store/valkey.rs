@@ -243,12 +243,21 @@ impl Valkey {
             .filter_map(|s| self.nodes.get(s).ok())
             .collect();
         let answers = join_all(nodes.iter().map(|node| async {
+            let started = Instant::now();
             let ping = tokio::time::timeout(self.command_timeout, node.client().ping::<()>(None));
             let failure = match ping.await {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.to_string()),
                 Err(_) => Some("no answer within the command timeout".to_owned()),
             };
+            // The same series the probe's single PING fed before it PINGed every node (the
+            // runbook's ValkeyDown queries read them).
+            metrics::histogram!("valkey_command_duration_seconds", "command" => "ping")
+                .record(started.elapsed().as_secs_f64());
+            if failure.is_some() {
+                metrics::counter!("valkey_command_errors_total", "command" => "ping", "kind" => "unavailable")
+                    .increment(1);
+            }
             let was = node.is_up();
             node.record_probe(failure.is_none());
             let up = node.is_up();
