@@ -43,6 +43,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// How long a durable write waits for a replica unless configured (`valkey.durability_timeout`).
+pub const DEFAULT_DURABILITY_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// When a write is acknowledged, unless the request says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Once the shard's primary has applied it (replication is asynchronous).
+    Primary,
+    /// Once a replica has it too (WAIT), within `valkey.durability_timeout`.
+    Replica,
+}
+
 /// How TLS server names are chosen for cluster nodes announced by IP address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -268,19 +281,26 @@ pub struct ValkeyConfig {
     /// Timeout of establishing one connection.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Clients in the pool (each multiplexes one connection per node). One is the default: all
-    /// concurrent commands share a connection per node and fred pipelines them, which measured
-    /// 15-35% more Gets per CPU than two (docs/benchmarks.md); more only helps when very large
-    /// sessions would make small commands wait behind them.
+    /// Connections per node (one plain fred client each). One is the default: all concurrent
+    /// commands share a connection per node and fred pipelines them, which measured 15-35% more
+    /// Gets per CPU than two (docs/benchmarks.md); more only helps when very large sessions
+    /// would make small commands wait behind them.
     pub pool_size: usize,
     /// Prefix of every key the service writes.
     pub key_prefix: String,
-    /// How often replica routing is re-read, so replicas that appear or return get reads again.
+    /// How often the cluster topology is re-read, so replicas that appear or return get reads
+    /// again and resharding is seen without waiting for a MOVED.
     #[serde(with = "humantime_serde")]
     pub replica_sync_interval: Duration,
     /// How often the health probe PINGs Valkey.
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
+    /// When writes are acknowledged for requests that do not say (`durability` field).
+    pub durability: Durability,
+    /// How long a durable write waits for a replica's acknowledgement before it is answered
+    /// UNAVAILABLE (NOT_REPLICATED); below `command_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub durability_timeout: Duration,
     /// How the service authenticates to Valkey.
     pub auth: ValkeyAuth,
     /// ACL user name (the URL's userinfo is used when unset).
@@ -425,6 +445,8 @@ impl Config {
                 key_prefix: "vs:".into(),
                 replica_sync_interval: Duration::from_secs(3),
                 health_interval: Duration::from_secs(1),
+                durability: Durability::Primary,
+                durability_timeout: DEFAULT_DURABILITY_TIMEOUT,
                 auth: ValkeyAuth::Password,
                 username: None,
                 password_file: None,
@@ -576,6 +598,13 @@ impl Config {
             self.valkey.replica_sync_interval,
         )?;
         positive("valkey.health_interval", self.valkey.health_interval)?;
+        positive("valkey.durability_timeout", self.valkey.durability_timeout)?;
+        if self.valkey.durability_timeout >= self.valkey.command_timeout {
+            return Err(invalid(
+                "valkey.durability_timeout",
+                "must be below valkey.command_timeout, which bounds the WAIT command itself",
+            ));
+        }
         positive("grpc.request_timeout", self.grpc.request_timeout)?;
         if self.valkey.pool_size == 0 || self.valkey.pool_size > 64 {
             return Err(invalid("valkey.pool_size", "must be between 1 and 64"));

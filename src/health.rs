@@ -1,4 +1,10 @@
-//! Truthful gRPC health: a background probe PINGs Valkey and drives tonic-health.
+//! Truthful gRPC health: a background probe PINGs every Valkey node and drives tonic-health.
+//!
+//! Readiness of a sharded store: SERVING while this instance reaches at least one shard's
+//! primary, NOT_SERVING only when it reaches none (docs/cloud.md). Every instance shares the same
+//! cluster, so taking all of them out of their load balancer when one shard fails would turn a
+//! partial outage into a total one; requests for a shard that is down fail fast instead
+//! (UNAVAILABLE with a retry hint) and the others are served.
 
 use std::time::Duration;
 
@@ -27,7 +33,7 @@ impl Health {
     }
 }
 
-/// Starts the probe loop: SERVING while a PING answers within the command timeout.
+/// Starts the probe loop: SERVING while a primary answers its PING within the command timeout.
 pub fn spawn_probe(store: SessionStore, reporter: HealthReporter, every: Duration) -> Health {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let probe_reporter = reporter.clone();
@@ -41,17 +47,25 @@ pub fn spawn_probe(store: SessionStore, reporter: HealthReporter, every: Duratio
                 _ = tick.tick() => {}
                 _ = stopped.wait_for(|s| *s) => return,
             }
-            let up = store.ping().await.is_ok();
+            let probe = store.probe().await;
+            let up = probe.reachable();
             if *stopped.borrow() {
                 return;
             }
+            metrics::gauge!("valkey_shards").set(probe.primaries as f64);
+            metrics::gauge!("valkey_shards_up").set(probe.primaries_up as f64);
             if last != Some(up) {
                 let status = if up {
                     ServingStatus::Serving
                 } else {
                     ServingStatus::NotServing
                 };
-                tracing::info!(valkey_up = up, "health changed");
+                tracing::info!(
+                    valkey_up = up,
+                    shards = probe.primaries,
+                    shards_up = probe.primaries_up,
+                    "health changed"
+                );
                 metrics::gauge!("valkey_up").set(if up { 1.0 } else { 0.0 });
                 set(&probe_reporter, status).await;
                 last = Some(up);

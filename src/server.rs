@@ -11,7 +11,7 @@ use tonic::transport::Server;
 
 use crate::{
     auth::{AuthLayer, Authenticator, tokens::TokenTable},
-    config::{Config, ReadFrom},
+    config::Config,
     layers::{AdmissionLayer, ObserveLayer, OversizeLayer},
     proto::{self, session_service_server::SessionServiceServer},
     service::SessionService,
@@ -119,17 +119,20 @@ pub async fn run(
     }
     security.watch(&config);
     let tenants = Tenants::from_config(&config).expect("validated at start-up");
-    let pool = store::build_pool(&config.valkey).await?;
-    let mut store = SessionStore::new(pool, config.valkey.read_from, &config.valkey.key_prefix);
+    let valkey = store::build(&config.valkey).await?;
+    let mut store = SessionStore::new(
+        valkey.clone(),
+        config.valkey.read_from,
+        &config.valkey.key_prefix,
+    );
     if config.near_cache.enabled {
         let cache = store::near_cache::NearCache::new(
             config.near_cache.max_entries,
             config.near_cache.max_bytes,
         );
         store::tracking::spawn(
-            store.pool().clone(),
+            valkey.clone(),
             cache.clone(),
-            config.valkey.clone(),
             config.valkey.key_prefix.clone(),
         );
         store = store.with_near_cache(cache);
@@ -139,7 +142,7 @@ pub async fn run(
             "near cache on (serves once every tracking connection is up)"
         );
     }
-    if store::connect(store.pool(), config.valkey.connect_timeout).await {
+    if valkey.connect(config.valkey.connect_timeout).await {
         if let Err(e) = store.load_scripts().await {
             tracing::warn!(error = %e, "could not preload scripts; they load on first use");
         }
@@ -147,9 +150,7 @@ pub async fn run(
     } else {
         tracing::warn!(url = %redact_url(&config.valkey.url), "valkey not reachable yet; reconnecting in the background");
     }
-    if config.valkey.read_from == ReadFrom::Replica {
-        spawn_replica_sync(&store, config.valkey.replica_sync_interval);
-    }
+    valkey.spawn_refresh(config.valkey.replica_sync_interval);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let health = crate::health::spawn_probe(
@@ -183,7 +184,9 @@ pub async fn run(
         tenants.clone(),
         security.tokens.clone(),
     ));
-    let sessions = SessionServiceServer::new(SessionService::new(store.clone(), tenants))
+    let service = SessionService::new(store.clone(), tenants)
+        .with_durability(config.valkey.durability, config.valkey.durability_timeout);
+    let sessions = SessionServiceServer::new(service)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
 
@@ -243,27 +246,9 @@ pub async fn run(
             Err(_) => tracing::warn!(grace = ?grace, "drain took longer than the grace period; exiting"),
         },
     }
-    let _ = fred::prelude::ClientLike::quit(store.pool()).await;
+    valkey.quit().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Re-reads replica routing periodically: a replica that was not listed yet (fresh, offset 0) or
-/// that restarted gets reads again without a service restart.
-fn spawn_replica_sync(store: &SessionStore, every: std::time::Duration) {
-    let pool = store.pool().clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            for client in pool.clients() {
-                if let Err(e) = client.replicas().sync(false).await {
-                    tracing::debug!(error = %e, "replica sync failed");
-                }
-            }
-        }
-    });
 }
 
 /// The URL without its password, for logs.

@@ -8,9 +8,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     auth::Caller,
+    config,
     proto::{
         self, Consistency, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-        GetRequest, GetResponse, ListSessionsRequest, ListSessionsResponse, PutRequest,
+        Durability, GetRequest, GetResponse, ListSessionsRequest, ListSessionsResponse, PutRequest,
         PutResponse, RevokeSessionRequest, RevokeSessionResponse, RevokeSessionsRequest,
         RevokeSessionsResponse, RotateRequest, RotateResponse, SessionInfo,
     },
@@ -22,14 +23,42 @@ use crate::{
 /// The gRPC face of the store.
 pub struct SessionService {
     store: SessionStore,
+    /// The same store with writes acknowledged once a replica has them.
+    durable: SessionStore,
+    /// The durability of requests that do not ask for one.
+    default_durability: config::Durability,
     tenants: Tenants,
 }
 
 impl SessionService {
     /// A service over `store`; each request works in the tenant of its [`Caller`] (the default
-    /// tenant when no auth layer put one there).
+    /// tenant when no auth layer put one there). Writes are acknowledged by the primary unless a
+    /// request asks otherwise (see [`Self::with_durability`]).
     pub fn new(store: SessionStore, tenants: Tenants) -> Self {
-        Self { store, tenants }
+        Self {
+            durable: store.durable(config::DEFAULT_DURABILITY_TIMEOUT),
+            store,
+            default_durability: config::Durability::Primary,
+            tenants,
+        }
+    }
+
+    /// Sets the durability of requests that do not ask for one, and how long a durable write
+    /// waits for a replica.
+    pub fn with_durability(mut self, default: config::Durability, timeout: Duration) -> Self {
+        self.default_durability = default;
+        self.durable = self.store.durable(timeout);
+        self
+    }
+
+    /// The store that writes with the durability a request asks for (`durability` field).
+    fn store_for(&self, requested: i32) -> &SessionStore {
+        let replica = match Durability::try_from(requested).unwrap_or_default() {
+            Durability::Unspecified => self.default_durability == config::Durability::Replica,
+            Durability::Primary => false,
+            Durability::Replica => true,
+        };
+        if replica { &self.durable } else { &self.store }
     }
 
     fn tenant<T>(&self, request: &Request<T>) -> Arc<Tenant> {
@@ -165,11 +194,12 @@ impl proto::session_service_server::SessionService for SessionService {
         };
         // SET NX refuses an existing key: a 256-bit collision is practically impossible, but a
         // retry with a fresh id is cheaper than reasoning about it.
+        let store = self.store_for(req.durability);
         for _ in 0..2 {
             let created = if tag.is_some() {
-                self.store.create_indexed(&tenant, &session).await?
+                store.create_indexed(&tenant, &session).await?
             } else {
-                self.store.create(&tenant, &session).await?
+                store.create(&tenant, &session).await?
             };
             if created {
                 tracing::debug!(session = %session.id.fingerprint(), "created");
@@ -242,9 +272,10 @@ impl proto::session_service_server::SessionService for SessionService {
             }
             _ => false,
         };
+        let store = self.store_for(req.durability);
         let session = if moves {
             let principal = delta.principal.clone();
-            self.store
+            store
                 .rotate(
                     &tenant,
                     &id,
@@ -254,7 +285,7 @@ impl proto::session_service_server::SessionService for SessionService {
                 )
                 .await?
         } else {
-            self.store.put(&tenant, &id, delta).await?
+            store.put(&tenant, &id, delta).await?
         };
         Ok(Response::new(PutResponse {
             session: Some(to_proto(session)),
@@ -266,8 +297,9 @@ impl proto::session_service_server::SessionService for SessionService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let tenant = self.tenant(&request);
-        let id = SessionId::parse(&request.into_inner().id)?;
-        let existed = self.store.delete(&tenant, &id).await?;
+        let req = request.into_inner();
+        let id = SessionId::parse(&req.id)?;
+        let existed = self.store_for(req.durability).delete(&tenant, &id).await?;
         Ok(Response::new(DeleteResponse { existed }))
     }
 
@@ -282,7 +314,7 @@ impl proto::session_service_server::SessionService for SessionService {
             tenant.limits.check_principal(principal)?;
         }
         let session = self
-            .store
+            .store_for(req.durability)
             .rotate(
                 &tenant,
                 &id,
@@ -461,6 +493,23 @@ impl From<Error> for Status {
             ),
             Error::LimitExceeded(_) => Status::resource_exhausted(message),
             Error::Unavailable(_) => Status::unavailable(message),
+            Error::NotReplicated { timeout, .. } => Status::with_error_details(
+                tonic::Code::Unavailable,
+                message,
+                ErrorDetails::with_error_info(
+                    "NOT_REPLICATED",
+                    "valkey-sessions",
+                    [
+                        ("applied".to_string(), "true".to_string()),
+                        ("timeout_ms".to_string(), timeout.as_millis().to_string()),
+                    ],
+                ),
+            ),
+            Error::Unreachable { retry_after, .. } => Status::with_error_details(
+                tonic::Code::Unavailable,
+                message,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             Error::Internal(_) => {
                 tracing::error!(error = %message, "internal error");
                 Status::internal(message)

@@ -139,6 +139,7 @@ async fn create_get_put_delete_round_trip(shape: Shape) {
     let deleted = c
         .delete(DeleteRequest {
             id: created.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -147,6 +148,7 @@ async fn create_get_put_delete_round_trip(shape: Shape) {
     let again = c
         .delete(DeleteRequest {
             id: created.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -439,7 +441,10 @@ async fn malformed_ids_are_invalid_and_unknown_ids_are_not_found(shape: Shape) {
             .unwrap_err();
         assert_eq!(put.code(), Code::InvalidArgument, "put {id:?}");
         let del = c
-            .delete(DeleteRequest { id: id.clone() })
+            .delete(DeleteRequest {
+                id: id.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(del.code(), Code::InvalidArgument, "delete {id:?}");
@@ -469,11 +474,14 @@ async fn malformed_ids_are_invalid_and_unknown_ids_are_not_found(shape: Shape) {
         .unwrap_err();
     assert_eq!(put.code(), Code::NotFound);
     assert!(
-        !c.delete(DeleteRequest { id: unknown })
-            .await
-            .unwrap()
-            .into_inner()
-            .existed
+        !c.delete(DeleteRequest {
+            id: unknown,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .existed
     );
 }
 
@@ -832,6 +840,7 @@ async fn rotate_moves_the_session_to_a_new_id_and_ends_the_old_one(shape: Shape)
         id: id.to_owned(),
         expected_version,
         principal: None,
+        ..Default::default()
     };
 
     let stale = c.rotate(rotate(&created.id, Some(7))).await.unwrap_err();
@@ -940,6 +949,7 @@ async fn puts_racing_a_rotation_are_never_lost() {
             principal: None,
             id: id.clone(),
             expected_version: None,
+            ..Default::default()
         });
         let (rotation, puts) = tokio::join!(rotation, futures::future::join_all(puts));
         let written: Vec<String> = puts.into_iter().filter_map(Result::ok).collect();

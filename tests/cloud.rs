@@ -270,20 +270,31 @@ async fn three_shards_serve_hundreds_of_sessions_with_principals_without_crosssl
                     .session
                     .unwrap();
                 assert_eq!(s.principal, principal(i));
-                let strong = if i % 2 == 0 {
-                    Consistency::Strong
+                if i % 2 == 0 {
+                    assert_eq!(get(&mut c, id, Consistency::Strong).await.unwrap(), 2);
                 } else {
-                    Consistency::Eventual
-                };
-                assert_eq!(get(&mut c, id, strong).await.unwrap(), 2);
+                    // An eventual read may come from a replica a moment behind the Put: it
+                    // must converge, not be read-your-writes.
+                    let started = Instant::now();
+                    while get(&mut c, id, Consistency::Eventual).await.unwrap() != 2 {
+                        assert!(
+                            started.elapsed() < Duration::from_secs(2),
+                            "replica converges"
+                        );
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
             }
             for id in ids.iter().step_by(2) {
                 assert!(
-                    c.delete(DeleteRequest { id: id.clone() })
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .existed
+                    c.delete(DeleteRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .existed
                 );
             }
         }));
@@ -405,7 +416,8 @@ async fn all_ok(c: &mut Client, ids: &[String]) -> bool {
     true
 }
 
-#[tokio::test]
+// Multi-threaded: the blocking waits below must not stop the load that measures the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_by_cluster_failover_and_by_killing_a_primary_needs_no_restart() {
     let mut d = Deployment::start(Shape::Cluster);
     let service = d.start_service(&[]);
@@ -416,11 +428,13 @@ async fn failover_by_cluster_failover_and_by_killing_a_primary_needs_no_restart(
     let load = Load::start(&c, ids.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(d.replica(0).cli(&["CLUSTER", "FAILOVER"]).trim(), "OK");
-    wait_until(
-        "replica of shard 0 to become primary",
-        Duration::from_secs(15),
-        || d.replica(0).cli(&["ROLE"]).starts_with("master"),
-    );
+    tokio::task::block_in_place(|| {
+        wait_until(
+            "replica of shard 0 to become primary",
+            Duration::from_secs(15),
+            || d.replica(0).cli(&["ROLE"]).starts_with("master"),
+        )
+    });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ok_before = *load.ok.lock().unwrap();
     let (window, count, codes, slowest) = load.finish().await;
@@ -443,11 +457,13 @@ async fn failover_by_cluster_failover_and_by_killing_a_primary_needs_no_restart(
     let killed = d.primaries[1];
     let killed_at = Instant::now();
     d.nodes[killed].kill();
-    wait_until(
-        "replica of shard 1 to be promoted",
-        Duration::from_secs(30),
-        || d.replica(1).cli(&["ROLE"]).starts_with("master"),
-    );
+    tokio::task::block_in_place(|| {
+        wait_until(
+            "replica of shard 1 to be promoted",
+            Duration::from_secs(30),
+            || d.replica(1).cli(&["ROLE"]).starts_with("master"),
+        )
+    });
     let promoted = killed_at.elapsed();
     let recovered = Instant::now();
     let mut c2 = c.clone();
@@ -498,29 +514,25 @@ async fn a_cluster_whose_certificate_is_not_trusted_is_refused() {
     assert_eq!(d.dbsize(), 0);
 }
 
-/// Known failure, kept as a reproduction: with fred 10.1.0, a session whose slot is migrated
-/// under load stays unwritable through the service's client (every Put times out) for more than
-/// 10 s after the slot has moved, although fred's routing table is correct after the MOVED sync.
-/// Its ASK handling also sends `ASKING` to the target but routes the command itself by slot, back
-/// to the old owner, until attempts run out. ElastiCache Serverless reshards behind its endpoint,
-/// so clients there never see ASK or a migrating slot; self-managed clusters do. Run with
-/// `cargo test --test cloud -- --ignored` to check a newer fred.
-#[tokio::test]
-#[ignore = "fred 10.1.0 does not recover a migrated slot under load; see the doc comment"]
-async fn resharding_a_slot_under_load_recovers_within_ten_seconds() {
+/// Resharding one slot under load, with the steps `valkey-cli --cluster reshard` takes. While the
+/// slot is migrating and the session has already moved, the old owner answers ASK and the
+/// service must follow it to the new owner (fred 10.1.0 cannot: tests/fred_slot_migration.rs);
+/// once the slot has moved, MOVED. No session may be unavailable for a second, nothing is lost.
+/// Multi-threaded, so the (blocking) valkey-cli calls do not pause the load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_a_slot_under_load_serves_through_ask_and_moved_and_loses_nothing() {
     let d = Deployment::start(Shape::Cluster);
     let service = d.start_service(&[]);
     let mut c = service.client().await;
     let ids = create_n(&mut c, 30, "").await;
 
     // Move the slot of the first session from its primary to another one.
-    let key = format!("vs:{{{}}}", ids[0]);
-    let slot: u16 = d
+    let key = support::session_key(&ids[0]);
+    let slot = d
         .primary(0)
         .cli(&["CLUSTER", "KEYSLOT", &key])
         .trim()
-        .parse()
-        .unwrap();
+        .to_string();
     let from = (0..3)
         .find(|&i| d.primary(i).cli(&["EXISTS", &key]).trim() == "1")
         .expect("some primary holds the key");
@@ -529,71 +541,77 @@ async fn resharding_a_slot_under_load_recovers_within_ten_seconds() {
     let src_id = src.cli(&["CLUSTER", "MYID"]).trim().to_string();
     let dst_id = dst.cli(&["CLUSTER", "MYID"]).trim().to_string();
 
-    let load = Load::start(&c, vec![ids[0].clone()]);
+    let load = support::faults::Load::start(&c, ids.clone(), 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let slot = slot.to_string();
-    assert_eq!(
-        dst.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id])
-            .trim(),
-        "OK"
-    );
-    assert_eq!(
-        src.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id])
-            .trim(),
-        "OK"
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let migrated = src.cli(&[
-        "MIGRATE",
-        "127.0.0.1",
-        &dst.port.to_string(),
-        "",
-        "0",
-        "5000",
-        "KEYS",
-        &key,
-    ]);
-    assert_eq!(migrated.trim(), "OK", "MIGRATE: {migrated}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for i in 0..3 {
-        let node = d.primary(i);
-        assert_eq!(
-            node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id])
-                .trim(),
-            "OK"
-        );
-    }
-    let moved = Instant::now();
-    while !all_ok(&mut c, &ids).await {
-        assert!(
-            moved.elapsed() < Duration::from_secs(10),
-            "no recovery after the migration"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let recovered = moved.elapsed();
+    let started = Instant::now();
+    let setslot = |node: &support::Valkey, args: &[&str]| {
+        let mut all = vec!["CLUSTER", "SETSLOT", &slot];
+        all.extend_from_slice(args);
+        assert_eq!(node.cli(&all).trim(), "OK", "{all:?}");
+    };
+    setslot(dst, &["IMPORTING", &src_id]);
+    setslot(src, &["MIGRATING", &dst_id]);
+    // Migrating, the key still on the old owner: it answers.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (window, count, codes, slowest) = load.finish().await;
+    let port = dst.port.to_string();
+    let migrated = src.cli(&["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", &key]);
+    assert_eq!(migrated.trim(), "OK", "MIGRATE: {migrated}");
+    let asking_from = Instant::now();
+    // The key is on the new owner, the slot still on the old one: every command is an ASK.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let asking_until = Instant::now();
+    for i in 0..3 {
+        setslot(d.primary(i), &["NODE", &dst_id]);
+    }
+    let moved = started.elapsed();
+    // The slot has moved: MOVED until the slot table is re-read.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = load.finish().await;
+    let served_through_ask = report
+        .ops
+        .iter()
+        .filter(|o| o.session == 0 && o.code == Code::Ok)
+        .filter(|o| o.start >= asking_from && o.end <= asking_until)
+        .count();
     println!(
-        "slot migration: {count} errors {codes:?} over {window:?}, slowest Put+Get {slowest:?}, \
-         all sessions writable {recovered:?} after the slot moved"
+        "slot migration: slot moved {moved:?} after the start; {served_through_ask} RPCs on the \
+         migrated session served through ASK in 1.5 s; {}",
+        report.summary()
     );
-    for code in &codes {
+    assert!(
+        served_through_ask >= 3,
+        "the migrated session is served while its slot is migrating: {served_through_ask} RPCs"
+    );
+    assert!(
+        report.longest_outage() < Duration::from_secs(1)
+            && report.longest_outage_of(&["put"]) < Duration::from_secs(1),
+        "no session unavailable (nor unwritable) for a second: {}",
+        report.summary()
+    );
+    for code in report.failure_codes() {
         assert_eq!(
-            *code,
+            code,
             Code::Unavailable,
-            "only retryable errors during a migration"
+            "only retryable errors: {}",
+            report.summary()
         );
     }
-    assert!(
-        window < Duration::from_secs(6),
-        "bounded error window: {window:?}"
-    );
+    report.assert_nothing_lost(&mut c).await;
     assert_eq!(
         dst.cli(&["EXISTS", &key]).trim(),
         "1",
         "the session now lives on the new shard"
     );
-    let v = get(&mut c, &ids[0], Consistency::Strong).await.unwrap();
-    assert!(v > 1, "writes during the migration were kept: version {v}");
+    let metrics = service.scrape_metrics();
+    // MOVED is counted only when a command reaches the old owner before the periodic topology
+    // refresh (every 3 s) has seen the new one: usual, not certain.
+    assert!(
+        metrics.contains("valkey_redirects_total{kind=\"ask\"}"),
+        "redirections are counted: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("redirects"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -226,7 +226,12 @@ async fn a_refresh_never_brings_back_a_deleted_session() {
                 .await;
         }));
         tasks.push(tokio::spawn(async move {
-            b.delete(DeleteRequest { id: id2 }).await.unwrap();
+            b.delete(DeleteRequest {
+                id: id2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }));
     }
     for t in tasks {

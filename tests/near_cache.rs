@@ -181,11 +181,17 @@ async fn changes_on_another_instance_are_never_served_stale(shape: Shape) {
                 id: id.clone(),
                 expected_version: None,
                 principal: None,
+                ..Default::default()
             })
             .await
             .unwrap();
         } else {
-            cb.delete(DeleteRequest { id: id.clone() }).await.unwrap();
+            cb.delete(DeleteRequest {
+                id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }
         let start = Instant::now();
         while eventual(&mut ca, &id).await != Err(Code::NotFound) {

@@ -255,6 +255,7 @@ async fn login_is_one_rotate_into_the_principal_slot(shape: Shape) {
             id: anonymous.id.clone(),
             expected_version: Some(1),
             principal: Some(p.clone()),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -379,6 +380,7 @@ async fn a_same_slot_rotate_is_one_round_trip(shape: Shape) {
             id: id.clone(),
             expected_version: None,
             principal: None,
+            ..Default::default()
         })
         .await
     })
@@ -424,6 +426,7 @@ async fn the_limit_holds_under_concurrent_logins(shape: Shape) {
                     id: anonymous.id,
                     expected_version: None,
                     principal: Some(p),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -488,6 +491,7 @@ async fn a_rejecting_limit_refuses_exactly_the_extra_logins(shape: Shape) {
             id: anonymous.id.clone(),
             expected_version: None,
             principal: Some(p.clone()),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -523,7 +527,12 @@ async fn the_index_is_right_under_concurrent_churn_and_expiry(shape: Shape) {
                 .id;
                 match (worker + round) % 4 {
                     0 => {
-                        c.delete(DeleteRequest { id: id.clone() }).await.unwrap();
+                        c.delete(DeleteRequest {
+                            id: id.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
                     }
                     1 => {
                         let r = c
@@ -531,6 +540,7 @@ async fn the_index_is_right_under_concurrent_churn_and_expiry(shape: Shape) {
                                 id,
                                 expected_version: None,
                                 principal: None,
+                                ..Default::default()
                             })
                             .await
                             .unwrap();
@@ -793,6 +803,7 @@ async fn ids_of_the_first_form_keep_working(shape: Shape) {
             id: id.clone(),
             expected_version: Some(2),
             principal: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -843,6 +854,7 @@ async fn a_login_cut_between_its_two_steps_leaves_no_old_id_and_completes_on_ret
         id: anonymous.id.clone(),
         expected_version: None,
         principal: Some(principal.into()),
+        ..Default::default()
     };
     let paused = d
         .primary(principal_shard)

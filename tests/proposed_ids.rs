@@ -104,11 +104,14 @@ async fn a_valid_proposed_id_is_the_session_id_in_its_own_slot(shape: Shape) {
         .into_inner();
     assert_eq!(listed.sessions.len(), 1, "the rotated session is indexed");
     assert!(
-        c.delete(DeleteRequest { id: rotated.id })
-            .await
-            .unwrap()
-            .into_inner()
-            .existed
+        c.delete(DeleteRequest {
+            id: rotated.id,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .existed
     );
     assert!(
         !service.logs().contains(&id),
@@ -235,7 +238,12 @@ async fn a_taken_proposed_id_is_already_exists_and_never_overwrites() {
     );
 
     // After a Delete the id may be proposed again (the adapters' logout then a new visit).
-    c.delete(DeleteRequest { id: id.clone() }).await.unwrap();
+    c.delete(DeleteRequest {
+        id: id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     assert_eq!(create(&mut c, proposing(&id)).await.version, 1);
     assert!(!service.logs().contains(&id), "never logged");
 }

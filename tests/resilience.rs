@@ -130,7 +130,12 @@ async fn session_ids_never_reach_the_logs() {
         })
         .await
         .unwrap_err();
-        c.delete(DeleteRequest { id: s.id.clone() }).await.unwrap();
+        c.delete(DeleteRequest {
+            id: s.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         c.get(GetRequest {
             id: s.id.clone(),
             consistency: 0,
@@ -182,6 +187,14 @@ fn bad_configuration_exits_with_an_error_naming_the_key() {
             "valkey.ca_file",
         ),
         (&[("GRPC_LISTEN", "not-an-address")], "GRPC_LISTEN"),
+        (
+            &[("VALKEY_SESSIONS_VALKEY__DURABILITY_TIMEOUT", "2s")],
+            "valkey.durability_timeout",
+        ),
+        (
+            &[("VALKEY_SESSIONS_VALKEY__DURABILITY", "sometimes")],
+            "durability",
+        ),
     ];
     for (env, expected) in cases {
         let out = Command::new(bin)

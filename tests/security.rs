@@ -474,7 +474,10 @@ async fn tenants_never_see_each_other_and_have_their_own_limits() {
         Code::NotFound
     );
     let deleted = shop
-        .delete(DeleteRequest { id: theirs.clone() })
+        .delete(DeleteRequest {
+            id: theirs.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

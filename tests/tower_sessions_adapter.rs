@@ -317,11 +317,14 @@ async fn a_session_deleted_by_another_device_between_two_requests_is_gone() {
     // "Log out everywhere" from another device: the service deletes the session.
     let mut c = service.client().await;
     assert!(
-        c.delete(DeleteRequest { id: id.clone() })
-            .await
-            .unwrap()
-            .into_inner()
-            .existed
+        c.delete(DeleteRequest {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .existed
     );
     assert_eq!(b.get("/").await, (StatusCode::OK, "user=- items=".into()));
     // A write from the stale cookie starts a new anonymous session; the old one stays dead.

@@ -173,6 +173,7 @@ class ServiceAccessStringOnValkey(unittest.TestCase):
         self.assertIn(b"valkey_version", self.assertAllowed(conn.call("INFO", "server")))
         self.assertIn(b"cluster_state:ok", self.assertAllowed(conn.call("CLUSTER", "INFO")))
         self.assertAllowed(conn.call("CLUSTER", "SLOTS"))
+        self.assertEqual(conn.call("ASKING"), "OK")
         self.assertEqual(conn.call("READONLY"), "OK")
         # A refreshed IAM token is sent with AUTH on the open connection.
         self.assertEqual(conn.call("AUTH", "svc", PASSWORD), "OK")

@@ -167,7 +167,10 @@ impl Sessions {
         let Some(id) = cookie.filter(|id| SessionId::parse(id).is_ok()) else {
             return Ok(());
         };
-        let request = self.request(DeleteRequest { id: id.to_owned() });
+        let request = self.request(DeleteRequest {
+            id: id.to_owned(),
+            ..Default::default()
+        });
         self.client.clone().delete(request).await?;
         Ok(())
     }
@@ -230,6 +233,7 @@ impl Sessions {
                 id: id.to_owned(),
                 expected_version: None,
                 principal: Some(principal.to_owned()),
+                ..Default::default()
             });
             match self.client.clone().rotate(request).await {
                 Ok(response) => {

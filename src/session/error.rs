@@ -1,5 +1,7 @@
 //! The one error type of the session domain; `service` maps it to `tonic::Status` once.
 
+use std::time::Duration;
+
 /// Why a session operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,6 +33,32 @@ pub enum Error {
     /// Valkey could not be reached or did not answer in time.
     #[error("valkey unavailable: {0}; retry with backoff")]
     Unavailable(String),
+    /// Valkey, or the shard holding the session, is known to be unreachable (the health probe
+    /// found it down): the request failed at once instead of waiting for a timeout.
+    #[error(
+        "valkey unavailable: {what}; failing fast until the health probe reaches it again, retry after {} ms",
+        retry_after.as_millis()
+    )]
+    Unreachable {
+        /// What is unreachable.
+        what: String,
+        /// When the probe looks again.
+        retry_after: Duration,
+    },
+    /// A write asked to be durable was applied on the primary, but no replica acknowledged it
+    /// in time (or WAIT failed): it is kept unless that primary fails before replicating it.
+    #[error(
+        "the write was applied on the primary but no replica acknowledged it within {} ms ({detail}); \
+         it is kept unless that primary fails before replicating it: re-read with \
+         CONSISTENCY_STRONG before retrying",
+        timeout.as_millis()
+    )]
+    NotReplicated {
+        /// How long the write waited for a replica.
+        timeout: Duration,
+        /// What WAIT answered.
+        detail: String,
+    },
     /// Anything else: a bug or an unexpected reply.
     #[error("internal error: {0}")]
     Internal(String),

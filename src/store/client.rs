@@ -1,14 +1,14 @@
-//! Builds the fred connection pool: cluster or standalone, rustls TLS, replicas, timeouts and a
+//! Builds the Valkey connection from the configuration: rustls TLS, credentials, timeouts and a
 //! reconnect policy (without timeouts and reconnects, fred reads can hang forever on a dead node).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use fred::{
-    prelude::{Builder, ClientLike, Pool, ReconnectPolicy},
+    prelude::ReconnectPolicy,
     rustls::{ClientConfig, RootCertStore, pki_types::CertificateDer},
     types::config::{
-        ClusterDiscoveryPolicy, Config as FredConfig, ReplicaConfig, TlsConfig, TlsConnector,
-        TlsHostMapping as FredHostMapping,
+        Config as FredConfig, ConnectionConfig, PerformanceConfig, TcpConfig, TlsConfig,
+        TlsConnector, TlsHostMapping as FredHostMapping,
     },
 };
 use rustls_pki_types::pem::PemObject;
@@ -16,6 +16,8 @@ use rustls_pki_types::pem::PemObject;
 use super::{
     credentials::PasswordFile,
     iam::{IamCredentials, TokenRequest},
+    nodes::{Nodes, Template},
+    valkey::Valkey,
 };
 use crate::config::{ReadFrom, TlsHostMapping, ValkeyAuth, ValkeyConfig};
 
@@ -33,81 +35,61 @@ pub enum ClientError {
     Credentials(String),
 }
 
-/// Builds an unconnected pool from the configuration.
-pub async fn build_pool(cfg: &ValkeyConfig) -> Result<Pool, ClientError> {
-    let config = fred_config(cfg).await?;
-    Ok(builder(config, cfg).build_pool(cfg.pool_size)?)
-}
-
-/// A RESP3 client of one node (for its invalidation messages), with the pool's TLS, credentials,
-/// timeouts and reconnect policy.
-pub async fn build_node_client(
-    cfg: &ValkeyConfig,
-    server: &fred::types::config::Server,
-) -> Result<fred::prelude::Client, ClientError> {
-    let mut config = fred_config(cfg).await?;
-    config.server = fred::types::config::ServerConfig::Centralized {
-        server: server.clone(),
-    };
-    config.version = fred::types::RespVersion::RESP3;
-    let mut node = cfg.clone();
-    node.read_from = ReadFrom::Primary;
-    Ok(builder(config, &node).build()?)
-}
-
-async fn fred_config(cfg: &ValkeyConfig) -> Result<FredConfig, ClientError> {
+/// Builds an unconnected [`Valkey`] from the configuration: one plain fred client per node
+/// (store/nodes.rs), all configured alike (TLS, credentials, timeouts, reconnect policy).
+pub async fn build(cfg: &ValkeyConfig) -> Result<Arc<Valkey>, ClientError> {
     let mut config = FredConfig::from_url(&cfg.url)?;
     set_credentials(&mut config, cfg).await?;
+    let seeds = config.server.hosts();
+    let clustered = config.server.is_clustered();
+    let mut tls_name = None;
     if config.tls.is_some() {
         config.tls = Some(TlsConfig {
             connector: TlsConnector::from(rustls_config(cfg)?),
-            hostnames: match cfg.tls_host_mapping {
-                TlsHostMapping::None => FredHostMapping::None,
-                TlsHostMapping::DefaultHost => FredHostMapping::DefaultHost,
-            },
+            hostnames: FredHostMapping::None,
         });
+        // Nodes announced by IP are verified against the URL's host name where so configured;
+        // the router applies it to every node it connects to (store/topology.rs).
+        if cfg.tls_host_mapping == TlsHostMapping::DefaultHost {
+            tls_name = seeds.first().map(|s| s.host.to_string());
+        }
     }
-    // Fail commands at once while disconnected instead of queueing them behind a reconnect.
+    // Fail commands at once while a node is disconnected instead of queueing them behind its
+    // reconnect: that node's commands fail fast, the other nodes' are not concerned.
     config.fail_fast = true;
-    if config.server.is_clustered() {
-        // Rediscover the topology from any node the client knows, not only the one the URL names:
-        // with fred's default (`ConfigEndpoint`), killing that node left its shard unreachable
-        // until it came back (shared/valkey-notes.md, fact 14; tests/faults.rs).
-        config
-            .server
-            .set_cluster_discovery_policy(ClusterDiscoveryPolicy::UseCache)?;
-    }
-    Ok(config)
-}
-
-fn builder(config: FredConfig, cfg: &ValkeyConfig) -> Builder {
-    let command_timeout = cfg.command_timeout;
-    let connect_timeout = cfg.connect_timeout;
-    let replicas = cfg.read_from == ReadFrom::Replica;
-    let mut builder = Builder::from_config(config);
-    builder
-        .with_performance_config(|perf| {
-            perf.default_command_timeout = command_timeout;
-        })
-        .with_connection_config(|conn| {
-            conn.connection_timeout = connect_timeout;
-            conn.internal_command_timeout = connect_timeout;
-            conn.max_command_attempts = 2;
-            conn.max_redirections = 5;
-            conn.tcp.nodelay = Some(true);
-            if replicas {
-                // Eager replica connections: with lazy ones, a dead replica stalled the whole
-                // client in our measurements (shared/valkey-notes.md, fact 8).
-                conn.replica = ReplicaConfig {
-                    lazy_connections: false,
-                    primary_fallback: true,
-                    ignore_reconnection_errors: true,
-                    ..ReplicaConfig::default()
-                };
-            }
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
-    builder
+    let connection = ConnectionConfig {
+        connection_timeout: cfg.connect_timeout,
+        internal_command_timeout: cfg.connect_timeout,
+        max_command_attempts: 2,
+        // Redirections come back to store/route.rs, which follows them (fred 10.1.0 cannot
+        // follow ASK: tests/fred_slot_migration.rs).
+        max_redirections: 0,
+        tcp: TcpConfig {
+            nodelay: Some(true),
+            ..TcpConfig::default()
+        },
+        ..ConnectionConfig::default()
+    };
+    let performance = PerformanceConfig {
+        default_command_timeout: cfg.command_timeout,
+        ..PerformanceConfig::default()
+    };
+    let template = Template {
+        config,
+        connection,
+        performance,
+        policy: ReconnectPolicy::new_exponential(0, 50, 2_000, 2),
+        per_node: cfg.pool_size,
+    };
+    Ok(Arc::new(Valkey::new(
+        Nodes::new(template),
+        seeds,
+        clustered,
+        cfg.read_from == ReadFrom::Replica,
+        tls_name,
+        cfg.command_timeout,
+        cfg.health_interval,
+    )))
 }
 
 /// Puts the configured credentials on every connection fred opens, including replica connections
@@ -190,35 +172,3 @@ fn rustls_config(cfg: &ValkeyConfig) -> Result<ClientConfig, ClientError> {
         .with_no_client_auth();
     Ok(config)
 }
-
-/// Connects in the background; returns once connected or after `wait`, whichever is first, so a
-/// service can start (and report NOT_SERVING) while Valkey is still down.
-///
-/// fred's reconnect policy covers connections that once succeeded; a failed *initial* connection
-/// ends the client's connection task with an error. So each client's task is restarted after such
-/// an error until one succeeds; from then on it runs (and reconnects) until `quit`.
-pub async fn connect(pool: &Pool, wait: Duration) -> bool {
-    for client in pool.clients() {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let mut last = String::new();
-            while let Ok(Err(e)) = client.connect().await {
-                // Once per distinct cause: a wrong password says so, not "timed out", and a
-                // long outage does not flood the log.
-                let now = e.to_string();
-                if now != last {
-                    tracing::warn!(error = %super::map_err(e), "valkey connection failed; retrying");
-                    last = now;
-                }
-                tokio::time::sleep(INITIAL_RETRY).await;
-            }
-        });
-    }
-    matches!(
-        tokio::time::timeout(wait, pool.wait_for_connect()).await,
-        Ok(Ok(()))
-    )
-}
-
-/// Pause between attempts of the initial connection.
-const INITIAL_RETRY: Duration = Duration::from_millis(500);

@@ -3,24 +3,31 @@
 mod client;
 mod codec;
 mod credentials;
+mod durability;
 pub mod iam;
 mod keys;
+mod lua;
 pub mod near_cache;
+mod nodes;
 mod principals;
+mod route;
 mod secret;
+mod topology;
 pub mod tracking;
+mod valkey;
 
-pub use client::{ClientError, build_node_client, build_pool, connect};
+pub use client::{ClientError, build};
 pub use keys::KeySpace;
 pub use principals::{Listed, Page, SessionEntry};
 pub use secret::Secret;
+pub use valkey::{Probe, Valkey};
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use fred::{
-    prelude::{ClientLike, KeysInterface, Pool},
-    types::{Expiration, SetOptions, Value, scripts::Script},
+    prelude::{Client, KeysInterface},
+    types::{Expiration, FromValue, SetOptions, Value, scripts::Script},
 };
 use tracing::Instrument;
 
@@ -70,7 +77,8 @@ pub struct Delta {
     pub principal: Option<String>,
 }
 
-/// The Lua scripts, loaded once per primary and called by SHA.
+/// The Lua scripts, loaded once per primary and called by SHA (EVAL on the key's node where it
+/// does not know them yet: store/lua.rs).
 struct Scripts {
     put: Script,
     touch: Script,
@@ -119,25 +127,37 @@ impl Scripts {
 /// Sessions in Valkey.
 #[derive(Clone)]
 pub struct SessionStore {
-    pool: Pool,
+    valkey: Arc<Valkey>,
     read_from: ReadFrom,
     scripts: Arc<Scripts>,
     secret_key: String,
     secret: Arc<tokio::sync::OnceCell<Secret>>,
     near: Option<Arc<near_cache::NearCache>>,
+    /// Set on a store for durable writes: how long a write waits for a replica (WAIT).
+    durable: Option<Duration>,
 }
 
 impl SessionStore {
-    /// A store over a (possibly not yet connected) pool. Every operation names its tenant, whose
-    /// key space and limits it uses; `key_prefix` is where the deployment's secret lives.
-    pub fn new(pool: Pool, read_from: ReadFrom, key_prefix: &str) -> Self {
+    /// A store over a (possibly not yet connected) Valkey. Every operation names its tenant,
+    /// whose key space and limits it uses; `key_prefix` is where the deployment's secret lives.
+    pub fn new(valkey: Arc<Valkey>, read_from: ReadFrom, key_prefix: &str) -> Self {
         Self {
-            pool,
+            valkey,
             read_from,
             scripts: Arc::new(Scripts::new()),
             secret_key: format!("{key_prefix}_secret"),
             secret: Arc::new(tokio::sync::OnceCell::new()),
             near: None,
+            durable: None,
+        }
+    }
+
+    /// The same store, but every write it makes is acknowledged only once a replica has it too
+    /// (waiting up to `timeout`); otherwise the operation fails with [`Error::NotReplicated`].
+    pub fn durable(&self, timeout: Duration) -> Self {
+        Self {
+            durable: Some(timeout),
+            ..self.clone()
         }
     }
 
@@ -154,18 +174,16 @@ impl SessionStore {
         }
     }
 
-    /// The underlying pool, for health probes and replica maintenance.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The connection to Valkey, for health probes, tracking and shutdown.
+    pub fn valkey(&self) -> &Arc<Valkey> {
+        &self.valkey
     }
 
     /// Loads the scripts on every primary so the first Put is not a NOSCRIPT round trip.
     pub async fn load_scripts(&self) -> Result<(), Error> {
-        let client = self.pool.next();
-        for script in self.scripts.all() {
-            script.load(client).await.map_err(map_err)?;
-        }
-        Ok(())
+        lua::load(&self.valkey, &self.scripts.all())
+            .await
+            .map_err(map_err)
     }
 
     /// Stores a new session; fails only if the id is taken (a CSPRNG collision, never in practice).
@@ -174,17 +192,19 @@ impl SessionStore {
         let key = tenant.keys.session(&session.id);
         let blob = Bytes::from(codec::encode(session));
         let expires = session.expires_at_ms() as i64;
-        let reply: Option<String> = timed(
-            "set",
-            self.pool.next().set(
-                key,
-                blob,
-                Some(Expiration::PXAT(expires)),
-                Some(SetOptions::NX),
-                false,
-            ),
-        )
-        .await?;
+        let (key, blob) = (&key, &blob);
+        let reply: Option<String> = self
+            .keyed_write("set", key, Option::is_some, |c| async move {
+                c.set(
+                    key,
+                    blob.clone(),
+                    Some(Expiration::PXAT(expires)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await
+            })
+            .await?;
         Ok(reply.is_some())
     }
 
@@ -202,22 +222,21 @@ impl SessionStore {
             return Ok((Some(session), ReadSource::Cache));
         }
         let generation = self.near.as_ref().map(|n| n.generation(&key));
-        let client = self.pool.next();
+        let k = &key;
+        let primary = || self.keyed("get", k, |c| async move { c.get(k).await });
         let (blob, source) = if strong || self.read_from == ReadFrom::Primary {
-            let blob: Option<Bytes> = timed("get", client.get(&key)).await?;
+            let blob: Option<Bytes> = primary().await?;
             (blob, ReadSource::Primary)
         } else {
             // A miss may be replication lag and an error may be a dead replica: either way the
             // primary has the answer.
-            match timed(
-                "get_replica",
-                client.replicas().get::<Option<Bytes>, _>(&key),
-            )
-            .await
-            {
+            let replica = self
+                .valkey
+                .replica(k, |c| async move { c.get::<Option<Bytes>, _>(k).await });
+            match timed("get_replica", replica).await {
                 Ok(Some(blob)) => (Some(blob), ReadSource::Replica),
                 Ok(None) | Err(_) => {
-                    let blob: Option<Bytes> = timed("get", client.get(&key)).await?;
+                    let blob: Option<Bytes> = primary().await?;
                     (blob, ReadSource::Fallback)
                 }
             }
@@ -278,13 +297,15 @@ impl SessionStore {
         args.extend(delta.remove.into_iter().map(Value::from));
 
         self.forget(&keys[0]);
-        let reply: Vec<Value> = timed(
-            "evalsha_put",
-            self.scripts
-                .put
-                .evalsha_with_reload(self.pool.next(), keys.clone(), args),
-        )
-        .await?;
+        let reply: Vec<Value> = self
+            .eval_write_index_optional(
+                "evalsha_put",
+                &self.scripts.put,
+                &keys,
+                args,
+                |r: &Vec<Value>| script_wrote(r),
+            )
+            .await?;
         // Again after the write: a read that raced it must not leave the old value cached.
         self.forget(&keys[0]);
         let code = reply.first().and_then(Value::as_i64);
@@ -321,14 +342,9 @@ impl SessionStore {
         let span = tracing::debug_span!("valkey.touch", session = %id.fingerprint());
         tokio::spawn(
             async move {
-                let result: Result<i64, _> = timed(
-                    "evalsha_touch",
-                    store
-                        .scripts
-                        .touch
-                        .evalsha_with_reload(store.pool.next(), keys, args),
-                )
-                .await;
+                let result: Result<i64, _> = store
+                    .eval("evalsha_touch", &store.scripts.touch, &keys, args)
+                    .await;
                 store.forget(&keys_after);
                 let outcome = match &result {
                     Ok(1) => "refreshed",
@@ -350,42 +366,187 @@ impl SessionStore {
         let key = tenant.keys.session(id);
         self.forget(&key);
         let Some(tag) = id.tag() else {
-            let removed: i64 = timed("del", self.pool.next().del(&key)).await?;
+            let k = &key;
+            let removed: i64 = self
+                .keyed_write("del", k, |n| *n > 0, |c| async move { c.del(k).await })
+                .await?;
             self.forget(&key);
             return Ok(removed > 0);
         };
-        let existed: i64 = timed(
-            "evalsha_delete",
-            self.scripts.delete.evalsha_with_reload(
-                self.pool.next(),
-                vec![key.clone(), tenant.keys.index(&tag)],
+        let existed: i64 = self
+            .eval_write_index_optional(
+                "evalsha_delete",
+                &self.scripts.delete,
+                &[key.clone(), tenant.keys.index(&tag)],
                 vec![Value::from(id.handle())],
-            ),
-        )
-        .await?;
+                |n| *n > 0,
+            )
+            .await?;
         self.forget(&key);
         Ok(existed > 0)
     }
 
-    /// One PING through the pool; the health probe.
-    pub async fn ping(&self) -> Result<(), Error> {
-        timed("ping", self.pool.next().ping::<()>(None)).await
+    /// Runs a command on the primary that owns `key`, following cluster redirections and failing
+    /// fast while that primary is known down (store/route.rs); every keyed primary command goes
+    /// through here.
+    async fn keyed<T, F, Fut>(&self, command: &'static str, key: &str, call: F) -> Result<T, Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, fred::error::Error>>,
+    {
+        let (value, _) = timed(command, self.valkey.keyed(key, route::Lane::Shared, call)).await?;
+        Ok(value)
+    }
+
+    /// [`Self::keyed`] for a write: on a durable store, once `wrote` says the reply is of a write
+    /// that happened, waits for a replica on the connection that carried it.
+    async fn keyed_write<T, F, Fut>(
+        &self,
+        command: &'static str,
+        key: &str,
+        wrote: impl Fn(&T) -> bool,
+        call: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, fred::error::Error>>,
+    {
+        let Some(timeout) = self.durable else {
+            return self.keyed(command, key, call).await;
+        };
+        let (value, client) =
+            timed(command, self.valkey.keyed(key, route::Lane::Durable, call)).await?;
+        if wrote(&value) {
+            durability::replicated(&client, timeout).await?;
+        }
+        Ok(value)
+    }
+
+    /// A write that may revoke sessions: where reads go to replicas, once `revoked` says it did,
+    /// waits (best effort) until the shard's replica has it, so a revoked id is NOT_FOUND on the
+    /// replica read path too once the call returns. A durable store waits anyway (`wrote`).
+    async fn keyed_revoking<T, F, Fut>(
+        &self,
+        command: &'static str,
+        key: &str,
+        wrote: impl Fn(&T) -> bool,
+        revoked: impl Fn(&T) -> bool,
+        call: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, fred::error::Error>>,
+    {
+        if self.durable.is_some() {
+            return self.keyed_write(command, key, wrote, call).await;
+        }
+        if self.read_from != ReadFrom::Replica {
+            return self.keyed(command, key, call).await;
+        }
+        // The durable lane: WAIT blocks its connection, and must follow the write on it.
+        let (value, client) =
+            timed(command, self.valkey.keyed(key, route::Lane::Durable, call)).await?;
+        if revoked(&value) {
+            durability::revocation_replicated(&client).await;
+        }
+        Ok(value)
+    }
+
+    /// Runs a store script on the node of its keys (which share one hash tag).
+    async fn eval<T: FromValue>(
+        &self,
+        command: &'static str,
+        script: &Script,
+        keys: &[String],
+        args: Vec<Value>,
+    ) -> Result<T, Error> {
+        let args = &args;
+        self.keyed(command, &keys[0], |c| async move {
+            lua::run(&c, script, keys, args.clone()).await
+        })
+        .await
+    }
+
+    /// [`Self::eval`] of a writing script, durable on a durable store (see `keyed_write`).
+    async fn eval_write<T: FromValue>(
+        &self,
+        command: &'static str,
+        script: &Script,
+        keys: &[String],
+        args: Vec<Value>,
+        wrote: impl Fn(&T) -> bool,
+    ) -> Result<T, Error> {
+        let args = &args;
+        self.keyed_write(command, &keys[0], wrote, |c| async move {
+            lua::run(&c, script, keys, args.clone()).await
+        })
+        .await
+    }
+
+    /// [`Self::eval_write`] of a script whose last key, the index, only sessions with a principal
+    /// need (store/lua.rs: left out after a TRYAGAIN while the slot migrates).
+    async fn eval_write_index_optional<T: FromValue>(
+        &self,
+        command: &'static str,
+        script: &Script,
+        keys: &[String],
+        args: Vec<Value>,
+        wrote: impl Fn(&T) -> bool,
+    ) -> Result<T, Error> {
+        let (args, narrow) = (&args, &std::sync::atomic::AtomicBool::new(false));
+        self.keyed_write(command, &keys[0], wrote, |c| async move {
+            lua::run_index_optional(&c, script, keys, args.clone(), narrow).await
+        })
+        .await
+    }
+
+    /// [`Self::eval`] of a script that may revoke sessions (see `keyed_revoking`).
+    async fn eval_revoking<T: FromValue>(
+        &self,
+        command: &'static str,
+        script: &Script,
+        keys: &[String],
+        args: Vec<Value>,
+        wrote: impl Fn(&T) -> bool,
+        revoked: impl Fn(&T) -> bool,
+    ) -> Result<T, Error> {
+        let args = &args;
+        self.keyed_revoking(command, &keys[0], wrote, revoked, |c| async move {
+            lua::run(&c, script, keys, args.clone()).await
+        })
+        .await
+    }
+
+    /// PINGs every node; the health probe.
+    pub async fn probe(&self) -> Probe {
+        self.valkey.probe().await
     }
 }
 
+/// Whether a store script's reply (`{code, ...}`) says it wrote: code 1.
+fn script_wrote(reply: &[Value]) -> bool {
+    reply.first().and_then(Value::as_i64) == Some(1)
+}
+
 /// Runs one Valkey command, recording its latency and, on failure, its error kind.
-pub(crate) async fn timed<T>(
+async fn timed<T, E: Into<route::RouteError>>(
     command: &'static str,
-    call: impl Future<Output = Result<T, fred::error::Error>>,
+    call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, Error> {
     let start = std::time::Instant::now();
     let result = call.await;
     metrics::histogram!("valkey_command_duration_seconds", "command" => command)
         .record(start.elapsed().as_secs_f64());
     result.map_err(|e| {
-        let error = map_err(e);
+        let error = match e.into() {
+            route::RouteError::Fred(e) => map_err(e),
+            route::RouteError::Down { what, retry_after } => {
+                Error::Unreachable { what, retry_after }
+            }
+        };
         let kind = match error {
             Error::Unavailable(_) => "unavailable",
+            Error::Unreachable { .. } => "fail_fast",
             _ => "other",
         };
         metrics::counter!("valkey_command_errors_total", "command" => command, "kind" => kind)

@@ -5,9 +5,9 @@
 use bytes::Bytes;
 use fred::types::Value;
 
-use super::{SessionStore, codec, timed};
+use super::{SessionStore, codec};
 use crate::{
-    config::{OnLimit, ReadFrom},
+    config::OnLimit,
     session::{Error, Session, SessionId, SlotTag, now_ms},
     tenant::Tenant,
 };
@@ -15,8 +15,6 @@ use crate::{
 /// Sessions revoked per script call of RevokeSessions: big principals take several calls, none
 /// of them a long block of the server.
 const REVOKE_BATCH: usize = 500;
-/// How long a revocation waits for the replica to have it before answering.
-const REPLICA_WAIT_MS: i64 = 500;
 
 /// One page of ListSessions.
 #[derive(Debug)]
@@ -74,26 +72,31 @@ impl SessionStore {
             .tag()
             .ok_or_else(|| Error::Internal("indexed sessions have tagged ids".into()))?;
         let lifetimes = &tenant.lifetimes;
-        let reply: Vec<Value> = timed(
-            "evalsha_create",
-            self.scripts.create.evalsha_with_reload(
-                self.pool.next(),
-                vec![tenant.keys.session(&session.id), tenant.keys.index(&tag)],
-                vec![
-                    Value::Bytes(Bytes::from(codec::encode(session))),
-                    Value::from(session.expires_at_ms() as i64),
-                    Value::from(session.id.handle()),
-                    Value::from(session.last_accessed_at_ms as i64),
-                    Value::from(lifetimes.max_per_principal as i64),
-                    Value::from(match lifetimes.on_limit {
-                        OnLimit::RevokeOldest => "revoke",
-                        OnLimit::Reject => "reject",
-                    }),
-                    Value::from(tenant.keys.members(&tag)),
-                ],
-            ),
-        )
-        .await?;
+        let keys = [tenant.keys.session(&session.id), tenant.keys.index(&tag)];
+        let args = vec![
+            Value::Bytes(Bytes::from(codec::encode(session))),
+            Value::from(session.expires_at_ms() as i64),
+            Value::from(session.id.handle()),
+            Value::from(session.last_accessed_at_ms as i64),
+            Value::from(lifetimes.max_per_principal as i64),
+            Value::from(match lifetimes.on_limit {
+                OnLimit::RevokeOldest => "revoke",
+                OnLimit::Reject => "reject",
+            }),
+            Value::from(tenant.keys.members(&tag)),
+        ];
+        // Waits for a replica when it revoked older sessions (where reads go to replicas) or
+        // when the store is durable.
+        let reply: Vec<Value> = self
+            .eval_revoking(
+                "evalsha_create",
+                &self.scripts.create,
+                &keys,
+                args,
+                |r: &Vec<Value>| code(r) == Some(1),
+                |r: &Vec<Value>| code(r) == Some(1) && number(r) > 0,
+            )
+            .await?;
         match code(&reply) {
             Some(1) => {
                 let revoked = number(&reply);
@@ -104,7 +107,6 @@ impl SessionStore {
                 }
                 if revoked > 0 {
                     metrics::counter!("session_limit_revocations_total").increment(revoked);
-                    self.wait_for_replicas(&tenant.keys.index(&tag)).await;
                 }
                 Ok(true)
             }
@@ -162,11 +164,11 @@ impl SessionStore {
     ) -> Result<Session, Error> {
         loop {
             let new = SessionId::generate_in(tag);
-            let reply: Vec<Value> = timed(
-                "evalsha_rotate",
-                self.scripts.rotate.evalsha_with_reload(
-                    self.pool.next(),
-                    vec![
+            let reply: Vec<Value> = self
+                .eval_write(
+                    "evalsha_rotate",
+                    &self.scripts.rotate,
+                    &[
                         tenant.keys.session(old),
                         tenant.keys.session(&new),
                         tenant.keys.index(tag),
@@ -178,9 +180,9 @@ impl SessionStore {
                         Value::from(new.handle()),
                         Value::from(principal.map(|p| format!("={p}")).unwrap_or_default()),
                     ],
-                ),
-            )
-            .await?;
+                    |r: &Vec<Value>| code(r) == Some(1),
+                )
+                .await?;
             self.forget(&tenant.keys.session(old));
             return match code(&reply) {
                 Some(1) => blob(&reply).and_then(|b| codec::decode(new, b)),
@@ -223,11 +225,11 @@ impl SessionStore {
                 None => format!("{}:i", tenant.keys.session(old)),
             },
         ];
-        let reply: Vec<Value> = timed(
-            "evalsha_seal",
-            self.scripts.seal.evalsha_with_reload(
-                self.pool.next(),
-                old_keys.clone(),
+        let reply: Vec<Value> = self
+            .eval_write(
+                "evalsha_seal",
+                &self.scripts.seal,
+                &old_keys,
                 vec![
                     Value::from(now_ms() as i64),
                     optional(expected_version),
@@ -235,9 +237,9 @@ impl SessionStore {
                     Value::from(new.as_str()),
                     Value::from(principal.as_str()),
                 ],
-            ),
-        )
-        .await?;
+                |r: &Vec<Value>| code(r) == Some(1),
+            )
+            .await?;
         self.forget(&old_keys[0]);
         let (new, stored) = match code(&reply) {
             Some(1) => (new, blob(&reply)?.to_vec()),
@@ -275,14 +277,15 @@ impl SessionStore {
                 Value::from(now as i64),
             ];
             async move {
-                let _: Result<i64, _> = timed(
-                    "evalsha_unseal",
-                    store
-                        .scripts
-                        .unseal
-                        .evalsha_with_reload(store.pool.next(), keys, args),
-                )
-                .await;
+                let _: Result<i64, _> = store
+                    .eval_write(
+                        "evalsha_unseal",
+                        &store.scripts.unseal,
+                        &keys,
+                        args,
+                        |n: &i64| *n > 0,
+                    )
+                    .await;
             }
         };
         if let Err(e) = change(&mut session) {
@@ -326,15 +329,14 @@ impl SessionStore {
             Value::from(page.principal),
         ];
         args.extend(page.attributes.iter().map(|a| Value::from(a.as_str())));
-        let reply: Vec<Value> = timed(
-            "evalsha_list",
-            self.scripts.list.evalsha_with_reload(
-                self.pool.next(),
-                vec![tenant.keys.index(&tag)],
+        let reply: Vec<Value> = self
+            .eval(
+                "evalsha_list",
+                &self.scripts.list,
+                &[tenant.keys.index(&tag)],
                 args,
-            ),
-        )
-        .await?;
+            )
+            .await?;
         let next_score = text(reply.first());
         let next = (!next_score.is_empty())
             .then(|| Some((next_score.parse().ok()?, text(reply.get(1)))))
@@ -385,19 +387,17 @@ impl SessionStore {
     ) -> Result<bool, Error> {
         let tag = self.principal_tag(tenant, principal).await?;
         let index = tenant.keys.index(&tag);
-        let revoked: i64 = timed(
-            "evalsha_revoke",
-            self.scripts.revoke.evalsha_with_reload(
-                self.pool.next(),
-                vec![index.clone(), tenant.keys.session_by_handle(&tag, handle)],
+        let revoked: i64 = self
+            .eval_revoking(
+                "evalsha_revoke",
+                &self.scripts.revoke,
+                &[index, tenant.keys.session_by_handle(&tag, handle)],
                 vec![Value::from(handle), Value::from(principal)],
-            ),
-        )
-        .await?;
+                |n: &i64| *n > 0,
+                |n: &i64| *n > 0,
+            )
+            .await?;
         self.forget(&tenant.keys.session_by_handle(&tag, handle));
-        if revoked > 0 {
-            self.wait_for_replicas(&index).await;
-        }
         Ok(revoked > 0)
     }
 
@@ -417,20 +417,24 @@ impl SessionStore {
             .unwrap_or_default();
         let mut total = 0;
         loop {
-            let reply: Vec<Value> = timed(
-                "evalsha_revoke_all",
-                self.scripts.revoke_all.evalsha_with_reload(
-                    self.pool.next(),
-                    vec![index.clone()],
+            // Each batch waits for the replica where reads go to replicas: a batch that did not
+            // revoke anything has nothing to wait for.
+            let revoked = |r: &Vec<Value>| r.first().and_then(Value::as_i64).unwrap_or(0) > 0;
+            let reply: Vec<Value> = self
+                .eval_revoking(
+                    "evalsha_revoke_all",
+                    &self.scripts.revoke_all,
+                    std::slice::from_ref(&index),
                     vec![
                         Value::from(tenant.keys.members(&tag)),
                         Value::from(keep.as_str()),
                         Value::from(principal),
                         Value::from(REVOKE_BATCH as i64),
                     ],
-                ),
-            )
-            .await?;
+                    revoked,
+                    revoked,
+                )
+                .await?;
             let field = |i: usize| reply.get(i).and_then(Value::as_i64).unwrap_or(0).max(0) as u64;
             total += field(0);
             if let Some(Value::Array(handles)) = reply.get(3) {
@@ -443,37 +447,7 @@ impl SessionStore {
                 break;
             }
         }
-        if total > 0 {
-            self.wait_for_replicas(&index).await;
-        }
         Ok(total)
-    }
-
-    /// Waits until the replica of `key`'s shard has this connection's writes, so a revoked id is
-    /// NOT_FOUND on the replica read path too once the call returns. Only where reads go to
-    /// replicas; a replica that does not answer in time is logged, not an error (the revocation
-    /// happened on the primary, and a lagging replica's miss-fallback is all it could serve).
-    async fn wait_for_replicas(&self, key: &str) {
-        if self.read_from != ReadFrom::Replica {
-            return;
-        }
-        let slot = fred::util::redis_keyslot(key.as_bytes());
-        let command =
-            fred::types::CustomCommand::new("WAIT", fred::types::ClusterHash::Custom(slot), true);
-        let result: Result<i64, _> = timed(
-            "wait",
-            fred::prelude::ClientLike::custom(
-                self.pool.next(),
-                command,
-                vec![Value::from(1), Value::from(REPLICA_WAIT_MS)],
-            ),
-        )
-        .await;
-        match result {
-            Ok(acked) if acked >= 1 => {}
-            Ok(_) => tracing::warn!("a revocation was not acknowledged by a replica in time"),
-            Err(e) => tracing::warn!(error = %e, "WAIT after a revocation failed"),
-        }
     }
 }
 

@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::{SessionStore, timed};
+use super::SessionStore;
 use crate::session::{Error, SlotTag};
 
 /// A 256-bit key for HMAC-SHA256.
@@ -98,17 +98,19 @@ impl SessionStore {
             .get_or_try_init(|| async {
                 let mut fresh = [0u8; 32];
                 getrandom::fill(&mut fresh).expect("the OS random number generator failed");
-                let previous: Value = timed(
-                    "set_secret",
-                    self.pool.next().set(
-                        &self.secret_key,
-                        fred::types::Value::Bytes(fresh.to_vec().into()),
-                        None,
-                        Some(SetOptions::NX),
-                        true,
-                    ),
-                )
-                .await?;
+                let (key, fresh_value) = (&self.secret_key, &fresh);
+                let previous: Value = self
+                    .keyed("set_secret", key, |c| async move {
+                        c.set(
+                            key,
+                            Value::Bytes(fresh_value.to_vec().into()),
+                            None,
+                            Some(SetOptions::NX),
+                            true,
+                        )
+                        .await
+                    })
+                    .await?;
                 let key = match previous {
                     Value::Null => fresh.to_vec(),
                     Value::Bytes(b) => b.to_vec(),

@@ -16,13 +16,12 @@ use std::{
 };
 
 use fred::{
-    prelude::{ClientLike, ClusterInterface, EventInterface, Pool, TrackingInterface},
-    types::config::{Server, ServerConfig},
+    prelude::{ClientLike, EventInterface, TrackingInterface},
+    types::config::Server,
 };
 use tokio::{sync::Notify, task::JoinHandle};
 
-use super::{build_node_client, near_cache::NearCache};
-use crate::config::{ReadFrom, ValkeyConfig};
+use super::{Valkey, near_cache::NearCache};
 
 /// The state of one node's tracking connection.
 struct Tracker {
@@ -30,12 +29,12 @@ struct Tracker {
     task: JoinHandle<()>,
 }
 
-/// How often the node list is re-read from the client's cached topology (no network): a replica
+/// How often the node list is re-read from the router's slot table (no network): a replica
 /// that appears is tracked within this, and until it is, nothing is served.
 const DISCOVERY: Duration = Duration::from_millis(250);
 
-/// Starts keeping `cache` coherent with the nodes of `pool`.
-pub fn spawn(pool: Pool, cache: Arc<NearCache>, cfg: ValkeyConfig, prefix: String) {
+/// Starts keeping `cache` coherent with the nodes `valkey` reads from.
+pub fn spawn(valkey: Arc<Valkey>, cache: Arc<NearCache>, prefix: String) {
     tokio::spawn(async move {
         let changed = Arc::new(Notify::new());
         let refused = Arc::new(AtomicBool::new(false));
@@ -52,7 +51,7 @@ pub fn spawn(pool: Pool, cache: Arc<NearCache>, cfg: ValkeyConfig, prefix: Strin
                 metrics::gauge!("near_cache_enabled").set(0.0);
                 return;
             }
-            let wanted = nodes(&pool, &cfg);
+            let wanted = valkey.read_nodes();
             trackers.retain(|server, t| {
                 let keep = wanted.contains(server);
                 if !keep {
@@ -65,7 +64,7 @@ pub fn spawn(pool: Pool, cache: Arc<NearCache>, cfg: ValkeyConfig, prefix: Strin
                     let up = Arc::new(AtomicBool::new(false));
                     let task = tokio::spawn(track(
                         server.clone(),
-                        cfg.clone(),
+                        valkey.clone(),
                         prefix.clone(),
                         cache.clone(),
                         up.clone(),
@@ -91,31 +90,11 @@ pub fn spawn(pool: Pool, cache: Arc<NearCache>, cfg: ValkeyConfig, prefix: Strin
     });
 }
 
-/// The nodes whose writes (or replicated writes) may change what this instance caches.
-fn nodes(pool: &Pool, cfg: &ValkeyConfig) -> Vec<Server> {
-    let client = pool.next();
-    match &client.client_config().server {
-        ServerConfig::Centralized { server } => vec![server.clone()],
-        _ => {
-            let mut nodes = client
-                .cached_cluster_state()
-                .map(|state| state.unique_primary_nodes())
-                .unwrap_or_default();
-            if cfg.read_from == ReadFrom::Replica {
-                nodes.extend(client.replicas().nodes().into_keys());
-            }
-            nodes.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-            nodes.dedup();
-            nodes
-        }
-    }
-}
-
 /// One node's tracking connection: (re)connects, turns tracking on, forwards invalidations, and
 /// says whether it is up. A server that refuses tracking turns the near cache off for good.
 async fn track(
     server: Server,
-    cfg: ValkeyConfig,
+    valkey: Arc<Valkey>,
     prefix: String,
     cache: Arc<NearCache>,
     up: Arc<AtomicBool>,
@@ -132,7 +111,7 @@ async fn track(
         }
     };
     loop {
-        let client = match build_node_client(&cfg, &server).await {
+        let client = match valkey.tracking_client(&server) {
             Ok(client) => client,
             Err(e) => {
                 tracing::warn!(error = %e, "near cache: cannot build a tracking client");

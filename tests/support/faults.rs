@@ -266,6 +266,20 @@ pub struct Report {
 }
 
 impl Report {
+    /// RPCs on the given sessions (indexes into the id list).
+    pub fn on_sessions(&self, sessions: &[usize]) -> Report {
+        Report {
+            ids: self.ids.clone(),
+            ops: self
+                .ops
+                .iter()
+                .filter(|o| sessions.contains(&o.session))
+                .cloned()
+                .collect(),
+            acked: self.acked.clone(),
+        }
+    }
+
     /// Failed RPCs (ABORTED version conflicts are answers, not failures).
     pub fn failures(&self) -> Vec<&Op> {
         self.ops
@@ -286,9 +300,25 @@ impl Report {
     /// end of the next successful RPC on that session (to the end of the run if none followed),
     /// or a single RPC that took that long to succeed.
     pub fn longest_outage(&self) -> Duration {
-        let mut longest = self.slowest_success();
+        self.longest_outage_of(&["put", "get"])
+    }
+
+    /// [`Self::longest_outage`] counting only RPCs of the given kinds ("put", "get"): eventual
+    /// Gets are served by replicas while a primary is down, Puts are not.
+    pub fn longest_outage_of(&self, kinds: &[&str]) -> Duration {
+        let mut longest = self
+            .ops
+            .iter()
+            .filter(|o| kinds.contains(&o.kind) && matches!(o.code, Code::Ok | Code::Aborted))
+            .map(|o| o.end - o.start)
+            .max()
+            .unwrap_or_default();
         let mut failing_since: HashMap<usize, Instant> = HashMap::new();
-        let mut ops: Vec<&Op> = self.ops.iter().collect();
+        let mut ops: Vec<&Op> = self
+            .ops
+            .iter()
+            .filter(|o| kinds.contains(&o.kind))
+            .collect();
         ops.sort_by_key(|o| o.end);
         let end = ops.last().map(|o| o.end);
         for op in ops {
@@ -324,12 +354,14 @@ impl Report {
             .map(|o| o.message.clone())
             .unwrap_or_default();
         format!(
-            "{} RPCs, {} failed {:?}, slowest success {:?}, longest outage of one session {:?}{}",
+            "{} RPCs, {} failed {:?}, slowest success {:?}, longest outage of one session: \
+             writes {:?}, reads {:?}{}",
             self.ops.len(),
             failures.len(),
             self.failure_codes(),
             self.slowest_success(),
-            self.longest_outage(),
+            self.longest_outage_of(&["put"]),
+            self.longest_outage_of(&["get"]),
             if first.is_empty() {
                 String::new()
             } else {

@@ -225,9 +225,38 @@ impl Valkey {
     /// Kills the process (SIGKILL), keeping the port for `restart`.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A frozen process dies of SIGKILL too; SIGCONT first only tidies the reaping.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the process (SIGSTOP): it keeps its connections open and answers nothing.
+    pub fn pause(&self) {
+        self.send_signal("STOP");
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.send_signal("CONT");
+    }
+
+    fn send_signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill -{name} {}", child.id());
+        }
+    }
+
+    /// Whether the process is running (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Starts the server again on the same port with the same arguments.
@@ -419,6 +448,11 @@ impl Service {
         service
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (e.g. "TERM") to the process.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
@@ -519,4 +553,11 @@ pub fn attrs(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, Vec<u8
         .iter()
         .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
         .collect()
+}
+
+/// The Valkey key of a session id under the default prefix (docs/key-layout.md).
+#[allow(dead_code)]
+pub fn session_key(id: &str) -> String {
+    let id = valkey_sessions::session::SessionId::parse(id).expect("a well-formed id");
+    valkey_sessions::store::KeySpace::new("vs:").session(&id)
 }

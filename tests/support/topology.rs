@@ -54,7 +54,17 @@ impl Deployment {
         }
     }
 
+    /// The 3-shard cluster with extra `valkey-server` arguments on every node (e.g.
+    /// `--cluster-require-full-coverage no`).
+    pub fn cluster_with(extra: &[&str]) -> Self {
+        Self::cluster_of(Shape::Cluster, 3, extra)
+    }
+
     fn cluster(shape: Shape, shards: usize) -> Self {
+        Self::cluster_of(shape, shards, &[])
+    }
+
+    fn cluster_of(shape: Shape, shards: usize, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let hostnames = shape == Shape::ServerlessHostnames;
         let tls = certs::generate(dir.path(), !hostnames);
@@ -62,11 +72,11 @@ impl Deployment {
         if shards == 1 {
             // Primary on P, replica on P+1: the ElastiCache Serverless port pair.
             let (p, r) = adjacent_ports();
-            nodes.push(cluster_node(p, &tls, hostnames));
-            nodes.push(cluster_node(r, &tls, hostnames));
+            nodes.push(cluster_node(p, &tls, hostnames, extra));
+            nodes.push(cluster_node(r, &tls, hostnames, extra));
         } else {
             for _ in 0..2 * shards {
-                nodes.push(cluster_node(0, &tls, false));
+                nodes.push(cluster_node(0, &tls, false, extra));
             }
         }
         let primaries: Vec<usize> = (0..shards).collect();
@@ -254,7 +264,7 @@ impl Deployment {
     }
 }
 
-fn cluster_node(port: u16, tls: &Tls, hostnames: bool) -> Valkey {
+fn cluster_node(port: u16, tls: &Tls, hostnames: bool, more: &[&str]) -> Valkey {
     let extra = |bus: u16| {
         let mut args: Vec<String> = vec![
             "--cluster-enabled".into(),
@@ -280,6 +290,7 @@ fn cluster_node(port: u16, tls: &Tls, hostnames: bool) -> Valkey {
                 "hostname".into(),
             ]);
         }
+        args.extend(more.iter().map(|a| a.to_string()));
         args
     };
     if port == 0 {

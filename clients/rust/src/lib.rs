@@ -425,6 +425,7 @@ impl SessionStore for ValkeySessionStore {
                 expected_version: Some(base.version),
                 idle_timeout: Some(idle),
                 principal: None,
+                ..Default::default()
             };
             match self.client.clone().put(put).await {
                 Ok(_) => return Ok(()),
@@ -513,7 +514,10 @@ impl SessionStore for ValkeySessionStore {
         match self
             .client
             .clone()
-            .delete(DeleteRequest { id: id.to_string() })
+            .delete(DeleteRequest {
+                id: id.to_string(),
+                ..Default::default()
+            })
             .await
         {
             Ok(_) => Ok(()),

@@ -221,7 +221,10 @@ impl Workload {
                 .await
                 .map(|_| "put"),
             Op::Delete => client
-                .delete(DeleteRequest { id: id.to_owned() })
+                .delete(DeleteRequest {
+                    id: id.to_owned(),
+                    ..Default::default()
+                })
                 .await
                 .map(|_| "delete"),
             Op::Coherence => {
@@ -296,7 +299,10 @@ impl Workload {
                 }
                 let deleting = Instant::now();
                 client
-                    .delete(DeleteRequest { id })
+                    .delete(DeleteRequest {
+                        id,
+                        ..Default::default()
+                    })
                     .await
                     .map(|_| "delete")
                     .map(|rpc| {

@@ -7,9 +7,11 @@
 -- ARGV[8] number of names to set, followed by that many name/value pairs, followed by the names
 -- to remove.
 -- KEYS[2] (tagged ids) the index of the slot's principal: its entry follows the activity, and
--- leaves when the principal is cleared.
+-- leaves when the principal is cleared. Left out while the slot migrates, for sessions without
+-- a principal.
 -- Returns {1, new_blob} | {0} not found, expired or moved | {-1, current_version}
 --       | {-2, total_bytes} too large | {-3, count} too many attributes
+--       | {-6} the session has a principal: call again with KEYS[2]
 local blob = redis.call('GET', KEYS[1])
 if not blob then return {0} end
 -- Format 2 is the forwarding record of a session that moved to another id.
@@ -24,6 +26,8 @@ if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then return {-1, version} end
 
 local principal = string.sub(blob, pos, pos + plen - 1)
 local indexed = plen > 0
+-- Called without the index (its slot migrating: store/lua.rs) for a session that has one.
+if indexed and ARGV[7] ~= '' and not KEYS[2] then return {-6} end
 pos = pos + plen
 if ARGV[5] ~= '' then idle = tonumber(ARGV[5]) end
 if ARGV[6] ~= '' then

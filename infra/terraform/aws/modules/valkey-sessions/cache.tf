@@ -43,7 +43,8 @@ locals {
   #                revocation, so the replica has it before the call returns
   #   connection:  AUTH (every connection, and again with each refreshed IAM token), HELLO (RESP3
   #                clients), PING (health), READONLY (replica connections on 6380)
-  #   topology:    CLUSTER SLOTS (routing), CLUSTER INFO (fred's cluster_state check on connect)
+  #   topology:    CLUSTER SLOTS (routing), CLUSTER INFO (fred's cluster_state check on connect),
+  #                ASKING (following an ASK redirection while a slot migrates, issue 14)
   #   near cache:  CLIENT TRACKING (BCAST invalidations on the prefix, issue 16)
   #   setup:       CLIENT ID and INFO (fred reads its connection id and the server version on
   #                connect; without them it logs a warning per connection)
@@ -54,7 +55,7 @@ locals {
     "+exists", "+zadd", "+zrem", "+zcard", "+zrange", "+zpopmin", "+zscore", "+pexpiretime",
     "+evalsha", "+script|load", "+wait",
     "+auth", "+hello", "+ping", "+readonly",
-    "+cluster|slots", "+cluster|info",
+    "+cluster|slots", "+cluster|info", "+asking",
     "+client|id", "+info", "+client|tracking",
   ]
   cache_access_string = "on ~${var.valkey_key_prefix}* -@all ${join(" ", local.cache_user_commands)}"
