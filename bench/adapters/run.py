@@ -19,7 +19,8 @@ Also measured over each timed interval: the CPU time of the app, and of what it 
 service and Valkey for the adapter, Valkey for the baseline), per request, from /proc/<pid>/stat.
 
 Writes target/bench-adapters/results.json (or $CARGO_TARGET_DIR/bench-adapters/) and prints the
-markdown table; --doc replaces the block between the adapters markers in docs/benchmarks.md.
+markdown table; --doc replaces the block between the adapters markers in docs/benchmarks.md and
+copies the results (every repeat's figures) to docs/bench/adapters.json.
 Needs: wrk, valkey-server, cargo + protoc, node >= 20 + npm, python3 (venv), go (Debian's
 golang-go, golang-github-gorilla-sessions-dev, golang-github-boj-redistore-dev).
 """
@@ -252,7 +253,18 @@ def main():
                    help="cargo profile of the service and the axum app")
     p.add_argument("--doc", action="store_true", help="rewrite the table in docs/benchmarks.md")
     p.add_argument("--shared", default="", help="a note on the machine's load, written with --doc")
+    p.add_argument("--from-json", metavar="PATH", help="measure nothing: print (and with --doc write) the table "
+                   "of an earlier run's results.json")
     args = p.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            results = json.load(f)
+        results["valkey"] = re.sub(r"^Valkey server v=(\S+).*$", r"Valkey \1", results["valkey"])
+        table = markdown(results)
+        print(table)
+        if args.doc:
+            write_doc(results, table, args.shared)
+        return
     fws = [f for f in args.frameworks.split(",") if f]
     unknown = set(fws) - set(FRAMEWORKS)
     if unknown:
@@ -281,7 +293,9 @@ def main():
                       ready=lambda _: subprocess.run(["valkey-cli", "-p", str(vport), "ping"], capture_output=True,
                                                      text=True).stdout.strip() == "PONG")
         procs.append(valkey)
-        results["valkey"] = subprocess.run(["valkey-server", "--version"], capture_output=True, text=True).stdout.strip()
+        version = subprocess.run(["valkey-server", "--version"], capture_output=True, text=True).stdout
+        m = re.search(r"v=(\S+)", version)
+        results["valkey"] = f"Valkey {m.group(1)}" if m else version.strip()
         gport = free_port()
         env = {**os.environ, "VALKEY_URL": f"redis://127.0.0.1:{vport}", "GRPC_LISTEN": f"127.0.0.1:{gport}",
                "METRICS_LISTEN": f"127.0.0.1:{free_port()}"}
@@ -397,6 +411,9 @@ def write_doc(res, table, shared):
     path = os.path.join(ROOT, "docs", "benchmarks.md")
     with open(path) as f:
         doc = f.read()
+    with open(os.path.join(ROOT, "docs", "bench", "adapters.json"), "w") as f:
+        json.dump(res, f, indent=1)
+        f.write("\n")
     if BEGIN not in doc or END not in doc:
         raise SystemExit(f"{path}: no {BEGIN} ... {END} block")
     m = res["machine"]
@@ -405,6 +422,7 @@ def write_doc(res, table, shared):
         f"Run of {res['started']}: {m['cpus']} × {m['cpu']}, Linux {m['kernel']}, {res['valkey']}; "
         f"load average {' / '.join(m['loadavg_before'])} before, {' / '.join(res['loadavg_after'])} after."
         + (f" {shared}" if shared else ""),
+        "",
         f"`GET /read` with one session's cookie, wrk, {res['concurrency']} keep-alive connections, "
         f"{res['repeats']} × {res['seconds']} s per side after {res['warmup']} s warm-up, sides interleaved; "
         "rps and latencies are medians over the repeats, the ratio is adapter ÷ baseline rps "
