@@ -21,6 +21,7 @@ service and Valkey for the adapter, Valkey for the baseline), per request, from 
 Writes target/bench-adapters/results.json (or $CARGO_TARGET_DIR/bench-adapters/) and prints the
 markdown table; --doc replaces the block between the adapters markers in docs/benchmarks.md and
 copies the results (every repeat's figures) to docs/bench/adapters.json.
+SESSION_SERVICE_BIN, when set, is the service binary to run (no cargo build of it).
 Needs: wrk, valkey-server, cargo + protoc, node >= 20 + npm, python3 (venv), go (Debian's
 golang-go, golang-github-gorilla-sessions-dev, golang-github-boj-redistore-dev).
 """
@@ -108,6 +109,8 @@ def wait_http(pr, seconds=30):
 # ---------------------------------------------------------------- builds (skipped when present)
 
 def build_service(profile):
+    if os.environ.get("SESSION_SERVICE_BIN"):  # as in clients/with-service.sh
+        return os.environ["SESSION_SERVICE_BIN"]
     cmd = ["cargo", "build", "--locked", "-j", os.environ.get("BENCH_JOBS", "2"), "--bin", "valkey-sessions"]
     if profile == "release":
         cmd.append("--release")
