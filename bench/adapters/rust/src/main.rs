@@ -57,7 +57,9 @@ fn arg(args: &[String], name: &str) -> String {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| panic!("usage: adapter-bench-app --store valkey-sessions|redis --url URL [--pool N]"))
+        .unwrap_or_else(|| {
+            panic!("usage: adapter-bench-app --store valkey-sessions|redis --url URL [--pool N]")
+        })
 }
 
 #[tokio::main]
