@@ -12,6 +12,10 @@ Each app runs in its own process (a threaded WSGI server on a free port, DEBUG o
 is the load generator: `--concurrency` threads, each a browser with its own session (created
 before the clock starts, so the timed requests only read), each request a new connection.
 Prints one JSON line: {"adapter", "baseline", "rps", "baseline_rps", "ratio", ...}.
+
+bench/adapters/run.py (the table in docs/benchmarks.md) uses only the app of this file:
+`--serve-gunicorn ENGINE` serves it under gunicorn (one gthread worker, HTTP keep-alive) on a
+free port it prints, and drives it with wrk next to the other frameworks' apps.
 """
 
 import argparse
@@ -29,8 +33,7 @@ ENGINES = {
 }
 
 
-def serve(engine: str, service: str, valkey: str) -> None:
-    """Child process: the app, on a free port printed on stdout."""
+def configure(engine: str, service: str, valkey: str) -> None:
     import django
     from django.conf import settings
 
@@ -47,6 +50,11 @@ def serve(engine: str, service: str, valkey: str) -> None:
         LOGGING_CONFIG=None,
     )
     django.setup()
+
+
+def serve(engine: str, service: str, valkey: str) -> None:
+    """Child process: the app, on a free port printed on stdout."""
+    configure(engine, service, valkey)
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -84,6 +92,32 @@ def _views():
 
 if os.environ.get("DJANGO_BENCH_CHILD"):
     urlpatterns = _views()
+
+if os.environ.get("DJANGO_BENCH_WSGI"):
+    # gunicorn's app (`django_bench:application`), configured by serve_gunicorn below.
+    urlpatterns = _views()
+    configure(os.environ["DJANGO_BENCH_ENGINE"], os.environ["DJANGO_BENCH_SERVICE"], os.environ["DJANGO_BENCH_VALKEY"])
+    from django.core.wsgi import get_wsgi_application
+
+    application = get_wsgi_application()
+
+
+def serve_gunicorn(engine: str, service: str, valkey: str, threads: int) -> None:
+    """The app under gunicorn (one gthread worker, `threads` threads, HTTP keep-alive) on a free
+    port printed on stdout; this process becomes gunicorn's master (bench/adapters/run.py)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    print(port, flush=True)
+    os.environ.update(DJANGO_BENCH_WSGI="1", DJANGO_BENCH_ENGINE=engine, DJANGO_BENCH_SERVICE=service,
+                      DJANGO_BENCH_VALKEY=valkey)
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    os.execv(gunicorn, [gunicorn, "--chdir", os.path.dirname(os.path.abspath(__file__)), "-b", f"127.0.0.1:{port}",
+                        "-w", "1", "-k", "gthread", "--threads", str(threads), "--keep-alive", "30",
+                        "--log-level", "warning", "django_bench:application"])
 
 
 def request(port: int, path: str, cookie: str = ""):
@@ -141,7 +175,11 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--serve", help=argparse.SUPPRESS)
+    p.add_argument("--serve-gunicorn", metavar="ENGINE", help="serve ENGINE under gunicorn (bench/adapters/run.py)")
+    p.add_argument("--threads", type=int, default=8, help="gunicorn's threads (with --serve-gunicorn)")
     args = p.parse_args()
+    if args.serve_gunicorn:
+        return serve_gunicorn(args.serve_gunicorn, args.service, args.valkey, args.threads)
     if args.serve:
         return serve(args.serve, args.service, args.valkey)
     ours = measure(ENGINES["valkey_sessions.django"], args)
