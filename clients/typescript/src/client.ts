@@ -5,7 +5,6 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   Consistency,
   CreateRequestSchema,
@@ -18,8 +17,10 @@ import {
   type SessionInfo as SessionInfoMessage,
 } from "./gen/session/v1/session_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
+import { createSessionTransport } from "./grpc-transport.js";
 
 export { Code, ConnectError, Consistency, HealthCheckResponse_ServingStatus as ServingStatus };
+export { createSessionTransport, type SessionTransportOptions } from "./grpc-transport.js";
 
 /** A session as the service returns it. Times are `Date`s, durations milliseconds. */
 export interface Session {
@@ -177,7 +178,10 @@ export interface ListSessionsOptions {
 export interface SessionClientOptions {
   /** Per-call deadline in milliseconds (default 5000). */
   timeoutMs?: number;
-  /** Use this transport instead of a plaintext gRPC (HTTP/2) one to `address`. */
+  /**
+   * Use this transport instead of a plaintext gRPC (HTTP/2) one to `address` (`createSessionTransport`,
+   * or any connect `Transport`, e.g. connect-node's `createGrpcTransport`).
+   */
   transport?: Transport;
 }
 
@@ -190,7 +194,7 @@ export class SessionClient {
   /** `address` is host:port (plaintext) or a full http(s):// URL. */
   constructor(address: string, options: SessionClientOptions = {}) {
     const baseUrl = /^https?:\/\//.test(address) ? address : `http://${address}`;
-    const transport = options.transport ?? createGrpcTransport({ baseUrl });
+    const transport = options.transport ?? createSessionTransport({ baseUrl });
     this.sessions = createClient(SessionService, transport);
     this.health = createClient(Health, transport);
     this.timeoutMs = options.timeoutMs ?? 5000;

@@ -26,8 +26,8 @@ import { randomBytes } from "node:crypto";
 import session from "express-session";
 import type { SessionData } from "express-session";
 import { Code, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { SessionClient, SessionError, SessionNotFoundError, VersionConflictError } from "./client.js";
+import { createSessionTransport } from "./grpc-transport.js";
 
 /** Reserved key holding what `get` read; never stored in the service. */
 export const BASE_KEY = "__valkey_sessions_base";
@@ -61,7 +61,7 @@ const dec = new TextDecoder();
 
 function transportFor(o: ValkeySessionStoreOptions): Transport {
   const baseUrl = /^https?:\/\//.test(o.address ?? "") ? o.address! : `http://${o.address ?? "127.0.0.1:50051"}`;
-  return createGrpcTransport({
+  return createSessionTransport({
     baseUrl,
     nodeOptions: o.ca === undefined ? undefined : { ca: o.ca },
     interceptors:
