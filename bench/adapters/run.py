@@ -120,7 +120,9 @@ def build_service(profile):
 
 def build_rust(profile):
     cmd = ["cargo", "build", "--locked", "-j", os.environ.get("BENCH_JOBS", "2"),
-           "--manifest-path", os.path.join(HERE, "rust", "Cargo.toml")]
+           "--manifest-path", os.path.join(HERE, "rust", "Cargo.toml"),
+           # its own workspace would build into bench/adapters/rust/target otherwise
+           "--target-dir", TARGET]
     if profile == "release":
         cmd.append("--release")
     run(cmd, cwd=ROOT)
