@@ -7,6 +7,13 @@ here="$(cd "$(dirname "$0")" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 pass=0 fail=0
+# Adds one adapter's counts (exit code, passed, failed) to the totals; a non-zero exit with no
+# failed test (a build or install error) counts as one failure.
+tally() {
+  local rc=$1 p=$2 f=$3
+  [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  pass=$((pass + p)) fail=$((fail + f))
+}
 
 # express-session store: npm pack (prepack builds from source), install the tarball with Express
 # into a clean directory, run the Express app tests there.
@@ -103,30 +110,23 @@ django() {
 echo "=== adapters: express-session (npm pack tarball in a clean directory) ==="
 out="$(express 2>&1)"; rc=$?
 echo "$out"
-p="$(grep -E '^# pass [0-9]+' <<<"$out" | grep -oE '[0-9]+' || echo 0)"
-f="$(grep -E '^# fail [0-9]+' <<<"$out" | grep -oE '[0-9]+' || echo 0)"
-[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-pass=$((pass + p)) fail=$((fail + f))
+tally "$rc" "$(grep -E '^# pass [0-9]+' <<<"$out" | grep -oE '[0-9]+' || echo 0)" \
+  "$(grep -E '^# fail [0-9]+' <<<"$out" | grep -oE '[0-9]+' || echo 0)"
 
 echo "=== adapters: gorilla/sessions (Go module copied into a clean GOPATH, offline) ==="
 out="$(gorilla 2>&1)"; rc=$?
 echo "$out"
-p="$(grep -cE '^--- PASS' <<<"$out")"
-f="$(grep -cE '^--- FAIL' <<<"$out")"
-[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-pass=$((pass + p)) fail=$((fail + f))
+tally "$rc" "$(grep -cE '^--- PASS' <<<"$out")" "$(grep -cE '^--- FAIL' <<<"$out")"
 
 echo "=== adapters: Java pom.xml (offline checks) ==="
-if java_pom; then pass=$((pass + 1)); else echo "java pom.xml check failed"; fail=$((fail + 1)); fi
+if java_pom; then tally 0 1 0; else echo "java pom.xml check failed"; tally 1 0 1; fi
 
 echo "=== adapters: django session engine (wheel in a fresh venv) ==="
 out="$(django 2>&1)"; rc=$?
 echo "$out"
 summary="$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' <<<"$out" | tail -n 1)"
-p="$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)"
-f="$(grep -oE '[0-9]+ (failed|errors?)' <<<"$summary" | awk '{ s += $1 } END { print s + 0 }')"
-[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-pass=$((pass + p)) fail=$((fail + f))
+tally "$rc" "$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)" \
+  "$(grep -oE '[0-9]+ (failed|errors?)' <<<"$summary" | awk '{ s += $1 } END { print s + 0 }')"
 
 echo "adapters: $pass passed, $fail failed"
 [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
