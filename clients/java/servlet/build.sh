@@ -5,7 +5,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../classpath.sh"
-build="$here/../build"
+build="${JAVA_BUILD_DIR:-$here/../build}"
 bash "$here/../build.sh"
 rm -rf "$build/servlet-classes" "$build/servlet-test-classes"
 mkdir -p "$build/servlet-classes" "$build/servlet-test-classes"
@@ -14,4 +14,4 @@ javac -encoding UTF-8 --release 17 -d "$build/servlet-classes" \
 javac -encoding UTF-8 --release 17 -d "$build/servlet-test-classes" \
   -cp "$build/servlet-classes:$build/classes:$(java_classpath test):$(servlet_classpath test)" \
   $(find "$here/src/test/java" -name '*.java')
-echo "java servlet: built the filter and its tests into clients/java/build/servlet-*classes"
+echo "java servlet: built the filter and its tests into $build/servlet-*classes"
