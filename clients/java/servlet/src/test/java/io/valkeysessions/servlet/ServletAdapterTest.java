@@ -335,6 +335,21 @@ public class ServletAdapterTest {
   }
 
   @Test
+  public void valuesGsonCannotWriteAreRejectedByName() {
+    List<Object> circular = new ArrayList<>();
+    circular.add(circular);
+    for (Object bad : List.of(Double.NaN, circular, Thread.currentThread())) {
+      try {
+        ValkeySessionFilter.encode("v", bad);
+        fail("encoded " + bad.getClass());
+      } catch (IllegalArgumentException e) {
+        assertTrue(e.getMessage(), e.getMessage().startsWith("session attribute \"v\" cannot be stored: "));
+      }
+    }
+    assertEquals("{\"a\":[1,\"x\"]}", ValkeySessionFilter.encode("v", Map.of("a", List.of(1, "x"))).toString());
+  }
+
+  @Test
   public void unserializableAttributeIsAClearError() throws Exception {
     get("/count");
     String id = cookie();
