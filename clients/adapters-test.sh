@@ -88,6 +88,16 @@ PY
   echo "pom.xml: Maven read the model; offline it fails only to resolve artifacts (no local repository)"
 }
 
+# Servlet session filter (Java): build the client, the filter and its tests from source with javac
+# against Debian's jars (servlet-api, jetty9) into a clean directory, run the embedded-Jetty JUnit 4
+# tests there.
+servlet() {
+  JAVA_BUILD_DIR="$work/java-build" bash "$here/java/servlet/build.sh" || return 1
+  JAVA_BUILD_DIR="$work/java-build" bash "$here/java/servlet/run.sh" 2>&1 |
+    grep -vE '^(\s+at |\s+\.\.\. [0-9]+ more|Caused by: |[0-9-]+ [0-9:.]+:(INFO|WARN):)'
+  return "${PIPESTATUS[0]}"
+}
+
 # Django session engine: build the wheel from a clean copy of clients/python (the stubs are
 # generated from proto/ during the build), install it with Django and pytest into a fresh venv,
 # run the Django app tests there (outside the source tree, so the installed package is tested).
@@ -120,6 +130,19 @@ tally "$rc" "$(grep -cE '^--- PASS' <<<"$out")" "$(grep -cE '^--- FAIL' <<<"$out
 
 echo "=== adapters: Java pom.xml (offline checks) ==="
 if java_pom; then tally 0 1 0; else echo "java pom.xml check failed"; tally 1 0 1; fi
+
+echo "=== adapters: Servlet filter (javac against Debian's servlet-api and jetty9 jars, clean build directory) ==="
+out="$(servlet 2>&1)"; rc=$?
+echo "$out"
+if grep -qE '^OK \([0-9]+ tests?\)' <<<"$out"; then
+  p="$(grep -oE '^OK \([0-9]+' <<<"$out" | grep -oE '[0-9]+' | tail -n 1)" f=0
+else
+  run="$(grep -oE '^Tests run: [0-9]+' <<<"$out" | grep -oE '[0-9]+' | tail -n 1)"
+  f="$(grep -oE 'Failures: [0-9]+' <<<"$out" | grep -oE '[0-9]+' | tail -n 1)"
+  p=$(( ${run:-0} - ${f:-0} )) f="${f:-0}"
+fi
+[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+pass=$((pass + p)) fail=$((fail + f))
 
 echo "=== adapters: django session engine (wheel in a fresh venv) ==="
 out="$(django 2>&1)"; rc=$?

@@ -22,6 +22,8 @@ apt_packages=(
   protobuf-compiler-grpc-java-plugin libgrpc-java libprotobuf-java
   libnetty-java libguava-java libperfmark-java libgoogle-gson-java liberror-prone-java
   libjsr305-java libgeronimo-annotation-1.3-spec-java junit4 libhamcrest-java
+  # Java Servlet filter (java/servlet): the Servlet 4 API, and embedded Jetty 9.4 for its tests
+  libservlet-api-java libjetty9-java
 )
 
 missing=()

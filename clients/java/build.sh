@@ -5,7 +5,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/classpath.sh"
-build="$here/build"
+build="${JAVA_BUILD_DIR:-$here/build}" # JAVA_BUILD_DIR: build elsewhere (CI: a clean directory)
 rm -rf "$build"
 mkdir -p "$build/gen" "$build/classes" "$build/test-classes"
 
@@ -22,4 +22,4 @@ find "$build/gen" "$here/src/main/java" -name '*.java' > "$build/main-sources.tx
 javac -nowarn -encoding UTF-8 --release 17 -d "$build/classes" -cp "$cp_main" @"$build/main-sources.txt"
 find "$here/src/test/java" -name '*.java' > "$build/test-sources.txt"
 javac -encoding UTF-8 --release 17 -d "$build/test-classes" -cp "$build/classes:$cp_test" @"$build/test-sources.txt"
-echo "java: built $(grep -c . "$build/main-sources.txt") main and $(grep -c . "$build/test-sources.txt") test sources into clients/java/build/"
+echo "java: built $(grep -c . "$build/main-sources.txt") main and $(grep -c . "$build/test-sources.txt") test sources into $build/"

@@ -22,3 +22,21 @@ java_classpath() { # java_classpath [test]
   done
   printf '%s' "$cp"
 }
+
+# The Servlet filter (servlet/): the Servlet 4 API (libservlet-api-java) to compile against, and
+# embedded Jetty 9.4 (libjetty9-java) for its tests.
+servlet_jars=(servlet-api)
+servlet_test_jars=(jetty9-server jetty9-servlet jetty9-http jetty9-io jetty9-util jetty9-security)
+
+servlet_classpath() { # servlet_classpath [test]
+  local jars=("${servlet_jars[@]}") cp="" j
+  if [ "${1:-}" = test ]; then jars+=("${servlet_test_jars[@]}"); fi
+  for j in "${jars[@]}"; do
+    if [ ! -f "/usr/share/java/$j.jar" ]; then
+      echo "java: missing /usr/share/java/$j.jar (run clients/install-deps.sh)" >&2
+      return 1
+    fi
+    cp="${cp:+$cp:}/usr/share/java/$j.jar"
+  done
+  printf '%s' "$cp"
+}

@@ -5,7 +5,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/classpath.sh"
-build="$here/build"
+build="${JAVA_BUILD_DIR:-$here/build}" # JAVA_BUILD_DIR: build elsewhere (CI: a clean directory)
 [ -d "$build/classes" ] || { echo "java: run clients/java/build.sh first" >&2; exit 1; }
 case "${1:-}" in
   example) exec java -cp "$build/classes:$(java_classpath)" io.valkeysessions.client.Example ;;

@@ -120,6 +120,18 @@ public final class SessionClient implements AutoCloseable {
     return call(() -> stub().put(req.build())).getSession();
   }
 
+  /**
+   * As {@link #put(String, Map, Collection, OptionalLong)}, also setting the idle timeout (null
+   * keeps the stored one).
+   */
+  public Session put(String id, Map<String, ByteString> set, Collection<String> remove, OptionalLong expectedVersion,
+      Duration idleTimeout) {
+    PutRequest.Builder req = PutRequest.newBuilder().setId(id).putAllSet(set).addAllRemove(remove);
+    expectedVersion.ifPresent(req::setExpectedVersion);
+    if (idleTimeout != null) req.setIdleTimeout(duration(idleTimeout));
+    return call(() -> stub().put(req.build())).getSession();
+  }
+
   public Session put(String id, Map<String, ByteString> set) {
     return put(id, set, List.of(), OptionalLong.empty());
   }
