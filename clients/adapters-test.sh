@@ -141,8 +141,7 @@ else
   f="$(grep -oE 'Failures: [0-9]+' <<<"$out" | grep -oE '[0-9]+' | tail -n 1)"
   p=$(( ${run:-0} - ${f:-0} )) f="${f:-0}"
 fi
-[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-pass=$((pass + p)) fail=$((fail + f))
+tally "$rc" "$p" "$f"
 
 echo "=== adapters: django session engine (wheel in a fresh venv) ==="
 out="$(django 2>&1)"; rc=$?
