@@ -17,4 +17,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo_ apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# The service binary `cargo test --workspace` built; a `cargo build --bin` of the package alone
+# would unify features differently and rebuild its dependencies.
+bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/valkey-sessions"
+[ -x "$bin" ] && export SESSION_SERVICE_BIN="${SESSION_SERVICE_BIN:-$bin}"
 timeout 600 python3 bench/adapters/run.py --profile debug --frameworks node,go --seconds 1 --repeats 1 --warmup 0
