@@ -106,8 +106,9 @@ pub(super) struct Node {
     stopped: Arc<AtomicBool>,
     template: Arc<Template>,
     /// A client of its own for writes that wait for a replica (WAIT blocks its connection, so
-    /// it must not hold up the shared one).
-    durable: OnceCell<Client>,
+    /// it must not hold up the shared one), with its supervisor's stop flag; closed when the
+    /// node stops being a primary.
+    durable: Mutex<Option<(Client, Arc<AtomicBool>)>>,
     /// A client of its own for `ASKING` + command, so nothing comes between them.
     asking: OnceCell<Asking>,
 }
@@ -134,7 +135,7 @@ impl Node {
             failures: AtomicU32::new(0),
             stopped,
             template,
-            durable: OnceCell::new(),
+            durable: Mutex::new(None),
             asking: OnceCell::new(),
         })
     }
@@ -183,15 +184,28 @@ impl Node {
 
     /// The connection for writes that wait for a replica's acknowledgement, connected on first
     /// use.
-    pub async fn durable(&self) -> Result<&Client, FredError> {
-        self.durable
-            .get_or_try_init(|| async {
-                let client = self.template.client(&self.server)?;
-                supervise(client.clone(), self.stopped.clone());
-                wait_connected(&client, self.template.connect_timeout()).await;
-                Ok(client)
-            })
-            .await
+    pub async fn durable(&self) -> Result<Client, FredError> {
+        let mut lane = self.durable.lock().await;
+        if let Some((client, _)) = lane.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = self.template.client(&self.server)?;
+        let stopped = Arc::new(AtomicBool::new(self.stopped.load(Ordering::Relaxed)));
+        supervise(client.clone(), stopped.clone());
+        wait_connected(&client, self.template.connect_timeout()).await;
+        *lane = Some((client.clone(), stopped));
+        Ok(client)
+    }
+
+    /// Closes the durable lane of a node that is no longer a primary: a replica takes no
+    /// writes, and a failover would otherwise leave one idle connection on every node that was
+    /// ever a primary. A later promotion opens it again on first use.
+    pub async fn close_durable(&self) {
+        let closed = self.durable.lock().await.take();
+        if let Some((client, stopped)) = closed {
+            stopped.store(true, Ordering::Relaxed);
+            let _ = client.quit().await;
+        }
     }
 
     /// The connection that follows ASK to this node, connected on first use.
@@ -223,10 +237,10 @@ impl Node {
     /// Closes every connection of the node for good.
     pub async fn quit(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+        self.close_durable().await;
         for client in self
             .clients
             .iter()
-            .chain(self.durable.get())
             .chain(self.asking.get().map(|a| &a.client))
         {
             let _ = client.quit().await;

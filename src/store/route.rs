@@ -247,7 +247,7 @@ impl Valkey {
 async fn lane_client(node: &super::nodes::Node, lane: Lane) -> Result<Client, FredError> {
     Ok(match lane {
         Lane::Shared => node.client().clone(),
-        Lane::Durable => node.durable().await?.clone(),
+        Lane::Durable => node.durable().await?,
     })
 }
 

@@ -222,8 +222,14 @@ impl Valkey {
             nodes = table.nodes().len(),
             "valkey topology changed"
         );
+        let primaries: Vec<_> = table.shards().iter().map(|s| addr(&s.primary)).collect();
         self.table.store(Arc::new(table));
         self.nodes.retain(&keep).await;
+        for node in self.nodes.all() {
+            if !primaries.contains(&addr(&node.server)) {
+                node.close_durable().await;
+            }
+        }
         if self.replicas {
             self.readonly_replicas();
         }
