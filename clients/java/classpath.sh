@@ -10,10 +10,10 @@ java_jars=(
 )
 java_test_jars=(junit4 hamcrest-core)
 
-java_classpath() { # java_classpath [test]
-  local jars=("${java_jars[@]}") cp="" j
-  if [ "${1:-}" = test ]; then jars+=("${java_test_jars[@]}"); fi
-  for j in "${jars[@]}"; do
+# The classpath of the named jars of /usr/share/java; fails naming the first one missing.
+jars_classpath() { # jars_classpath name...
+  local cp="" j
+  for j in "$@"; do
     if [ ! -f "/usr/share/java/$j.jar" ]; then
       echo "java: missing /usr/share/java/$j.jar (run clients/install-deps.sh)" >&2
       return 1
@@ -23,20 +23,19 @@ java_classpath() { # java_classpath [test]
   printf '%s' "$cp"
 }
 
+java_classpath() { # java_classpath [test]
+  local jars=("${java_jars[@]}")
+  if [ "${1:-}" = test ]; then jars+=("${java_test_jars[@]}"); fi
+  jars_classpath "${jars[@]}"
+}
+
 # The Servlet filter (servlet/): the Servlet 4 API (libservlet-api-java) to compile against, and
 # embedded Jetty 9.4 (libjetty9-java) for its tests.
 servlet_jars=(servlet-api)
 servlet_test_jars=(jetty9-server jetty9-servlet jetty9-http jetty9-io jetty9-util jetty9-security)
 
 servlet_classpath() { # servlet_classpath [test]
-  local jars=("${servlet_jars[@]}") cp="" j
+  local jars=("${servlet_jars[@]}")
   if [ "${1:-}" = test ]; then jars+=("${servlet_test_jars[@]}"); fi
-  for j in "${jars[@]}"; do
-    if [ ! -f "/usr/share/java/$j.jar" ]; then
-      echo "java: missing /usr/share/java/$j.jar (run clients/install-deps.sh)" >&2
-      return 1
-    fi
-    cp="${cp:+$cp:}/usr/share/java/$j.jar"
-  done
-  printf '%s' "$cp"
+  jars_classpath "${jars[@]}"
 }
