@@ -51,6 +51,9 @@ pub enum ReadSource {
 }
 
 impl ReadSource {
+    /// Every source, in discriminant order.
+    pub const ALL: [Self; 4] = [Self::Replica, Self::Primary, Self::Fallback, Self::Cache];
+
     /// Label value for metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -208,19 +211,32 @@ impl SessionStore {
         Ok(reply.is_some())
     }
 
-    /// Reads a session. `strong` forces the primary; otherwise replicas serve it where
-    /// configured, and a replica miss or error falls back to the primary (read-your-writes).
-    #[tracing::instrument(level = "debug", name = "valkey.get", skip_all, fields(session = %id.fingerprint()))]
+    /// Reads a session: from the near cache when it holds it (never for `strong`), else from
+    /// Valkey (see [`Self::fetch`]).
     pub async fn get(
         &self,
         tenant: &Tenant,
         id: &SessionId,
         strong: bool,
-    ) -> Result<(Option<Session>, ReadSource), Error> {
+    ) -> Result<(Option<Arc<Session>>, ReadSource), Error> {
         let key = tenant.keys.session(id);
         if !strong && let Some(session) = self.near.as_ref().and_then(|n| n.get(&key)) {
             return Ok((Some(session), ReadSource::Cache));
         }
+        // Boxed: a hit's future stays small, and only a miss pays for the Valkey path's state.
+        Box::pin(self.fetch(key, id, strong)).await
+    }
+
+    /// Reads a session from Valkey. `strong` forces the primary; otherwise replicas serve it
+    /// where configured, and a replica miss or error falls back to the primary
+    /// (read-your-writes). What it reads fills the near cache.
+    #[tracing::instrument(level = "debug", name = "valkey.get", skip_all, fields(session = %id.fingerprint()))]
+    async fn fetch(
+        &self,
+        key: String,
+        id: &SessionId,
+        strong: bool,
+    ) -> Result<(Option<Arc<Session>>, ReadSource), Error> {
         let generation = self.near.as_ref().map(|n| n.generation(&key));
         let k = &key;
         let primary = || self.keyed("get", k, |c| async move { c.get(k).await });
@@ -248,7 +264,9 @@ impl SessionStore {
             None => None,
         };
         // A replica may still hold a key whose time is up: expiry is the primary's decision.
-        let live = session.filter(|s| s.expires_at_ms() > now_ms());
+        let live = session
+            .filter(|s| s.expires_at_ms() > now_ms())
+            .map(Arc::new);
         if let (Some(near), Some(generation), Some(session)) = (&self.near, generation, &live) {
             near.insert(&key, session, size, generation);
         }

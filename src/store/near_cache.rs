@@ -15,10 +15,9 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
 };
 
-use moka::{Expiry, sync::Cache};
+use quick_cache::{Weighter, sync::Cache};
 
 use crate::session::{Session, now_ms};
 
@@ -33,19 +32,25 @@ struct Entry {
     weight: u32,
 }
 
-struct ExpireWithSession;
+/// An entry weighs its bytes (see [`NearCache::insert`]).
+#[derive(Clone)]
+struct ByWeight;
 
-impl Expiry<Arc<str>, Entry> for ExpireWithSession {
-    fn expire_after_create(&self, _: &Arc<str>, entry: &Entry, _: Instant) -> Option<Duration> {
-        Some(Duration::from_millis(
-            entry.expires_at_ms.saturating_sub(now_ms()),
-        ))
+impl Weighter<Arc<str>, Entry> for ByWeight {
+    fn weight(&self, _: &Arc<str>, entry: &Entry) -> u64 {
+        entry.weight.into()
     }
 }
 
 /// Bounded, coherent cache of sessions by key.
+///
+/// `quick_cache` (sharded, CLOCK-Pro eviction): a hit is one read lock and an `Arc` clone, about
+/// a tenth of what `moka`, the first choice here, cost per hit (docs/benchmarks.md). It has no
+/// per-entry timers: an entry is never served after its session's expiry (checked on every hit,
+/// and a hit on an expired entry removes it), and an expired entry nobody reads again holds its
+/// weight until eviction reclaims it, within the same bounds.
 pub struct NearCache {
-    cache: Cache<Arc<str>, Entry>,
+    cache: Cache<Arc<str>, Entry, ByWeight>,
     generations: Box<[AtomicU64]>,
     hasher: RandomState,
     healthy: AtomicBool,
@@ -59,11 +64,11 @@ impl NearCache {
     pub fn new(max_entries: u64, max_bytes: u64) -> Arc<Self> {
         let floor = (max_bytes / max_entries.max(1)).clamp(1, u32::MAX as u64) as u32;
         Arc::new(Self {
-            cache: Cache::builder()
-                .max_capacity(max_bytes)
-                .weigher(|_, e: &Entry| e.weight)
-                .expire_after(ExpireWithSession)
-                .build(),
+            cache: Cache::with_weighter(
+                usize::try_from(max_entries).unwrap_or(usize::MAX),
+                max_bytes,
+                ByWeight,
+            ),
             generations: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             hasher: RandomState::new(),
             healthy: AtomicBool::new(false),
@@ -81,22 +86,27 @@ impl NearCache {
     }
 
     /// The cached session, while the cache is coherent and the session unexpired.
-    pub fn get(&self, key: &str) -> Option<Session> {
+    /// A hit shares the cached session: nothing of it is copied here.
+    pub fn get(&self, key: &str) -> Option<Arc<Session>> {
         if !self.healthy.load(Ordering::Acquire) {
             return None;
         }
         let entry = self.cache.get(key)?;
-        (entry.expires_at_ms > now_ms()).then(|| Session::clone(&entry.session))
+        if entry.expires_at_ms > now_ms() {
+            return Some(entry.session);
+        }
+        self.cache.remove(key);
+        None
     }
 
     /// Caches what a read returned, unless the key changed (or the cache lost coherence) since
     /// `generation` was taken.
-    pub fn insert(&self, key: &str, session: &Session, size: usize, generation: u64) {
+    pub fn insert(&self, key: &str, session: &Arc<Session>, size: usize, generation: u64) {
         if !self.healthy.load(Ordering::Acquire) {
             return;
         }
         let entry = Entry {
-            session: Arc::new(session.clone()),
+            session: session.clone(),
             expires_at_ms: session.expires_at_ms(),
             weight: (size as u64 + 256).clamp(self.floor as u64, u32::MAX as u64) as u32,
         };
@@ -106,14 +116,14 @@ impl NearCache {
         self.cache.insert(key.into(), entry);
         // An invalidation that raced the insert: drop what was just put.
         if self.generation(key) != generation || !self.healthy.load(Ordering::Acquire) {
-            self.cache.invalidate(key);
+            self.cache.remove(key);
         }
     }
 
     /// Forgets a key: it changed (an invalidation, or a write through this instance).
     pub fn invalidate(&self, key: &str) {
         self.bucket(key).fetch_add(1, Ordering::AcqRel);
-        self.cache.invalidate(key);
+        self.cache.remove(key);
     }
 
     /// Stops serving and forgets everything: a tracking connection was lost, so invalidations
@@ -139,7 +149,7 @@ impl NearCache {
         for g in self.generations.iter() {
             g.fetch_add(1, Ordering::AcqRel);
         }
-        self.cache.invalidate_all();
+        self.cache.clear();
     }
 
     /// Whether hits are being served.
@@ -149,8 +159,7 @@ impl NearCache {
 
     /// Entries held (approximate; for metrics and tests).
     pub fn entries(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.cache.len() as u64
     }
 }
 
@@ -179,10 +188,10 @@ mod tests {
         cache.resume();
         let g = cache.generation("k");
         cache.invalidate("k");
-        cache.insert("k", &session(60_000), 100, g);
+        cache.insert("k", &Arc::new(session(60_000)), 100, g);
         assert!(cache.get("k").is_none(), "stale read refused");
         let g = cache.generation("k");
-        cache.insert("k", &session(60_000), 100, g);
+        cache.insert("k", &Arc::new(session(60_000)), 100, g);
         assert!(cache.get("k").is_some());
         cache.invalidate("k");
         assert!(cache.get("k").is_none());
@@ -192,11 +201,11 @@ mod tests {
     fn nothing_is_served_or_kept_while_suspended() {
         let cache = NearCache::new(100, 1 << 20);
         let g = cache.generation("k");
-        cache.insert("k", &session(60_000), 100, g);
+        cache.insert("k", &Arc::new(session(60_000)), 100, g);
         assert!(cache.get("k").is_none(), "not healthy yet");
         cache.resume();
         let g = cache.generation("k");
-        cache.insert("k", &session(60_000), 100, g);
+        cache.insert("k", &Arc::new(session(60_000)), 100, g);
         assert!(cache.get("k").is_some());
         cache.suspend("test");
         assert!(cache.get("k").is_none());
@@ -209,13 +218,13 @@ mod tests {
         let cache = NearCache::new(50, 1 << 20);
         cache.resume();
         let g = cache.generation("short");
-        cache.insert("short", &session(1), 100, g);
-        std::thread::sleep(Duration::from_millis(5));
+        cache.insert("short", &Arc::new(session(1)), 100, g);
+        std::thread::sleep(std::time::Duration::from_millis(5));
         assert!(cache.get("short").is_none());
         for i in 0..500 {
             let key = format!("k{i}");
             let g = cache.generation(&key);
-            cache.insert(&key, &session(60_000), 100, g);
+            cache.insert(&key, &Arc::new(session(60_000)), 100, g);
         }
         assert!(
             cache.entries() <= 50,

@@ -208,7 +208,7 @@ impl SessionStore {
             Some(p) => p.to_owned(),
             // An id of the first form keeps its principal: read it to know the target slot.
             None => match self.get(tenant, old, true).await?.0 {
-                Some(s) => s.principal,
+                Some(s) => s.principal.clone(),
                 None => return Err(Error::NotFound),
             },
         };
@@ -301,7 +301,7 @@ impl SessionStore {
             Ok(true) => Ok(session),
             // Already written by the attempt that sealed: this retry completes nothing new.
             Ok(false) => match self.get(tenant, &new, true).await?.0 {
-                Some(done) => Ok(done),
+                Some(done) => Ok(std::sync::Arc::unwrap_or_clone(done)),
                 None => Err(Error::NotFound),
             },
             Err(e @ Error::LimitExceeded(_)) => {
