@@ -10,9 +10,9 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::Server;
 
 use crate::{
-    auth::{AuthLayer, Authenticator, tokens::TokenTable},
+    auth::{Authenticator, tokens::TokenTable},
     config::Config,
-    layers::{AdmissionLayer, ObserveLayer, OversizeLayer},
+    layers::{Admission, GateLayer},
     proto::{self, session_service_server::SessionServiceServer},
     service::SessionService,
     store::{self, SessionStore},
@@ -221,13 +221,9 @@ pub async fn run(
         health.stop_serving().await;
     };
 
-    let admission = AdmissionLayer::new(config.grpc.concurrency_limit, config.grpc.request_timeout);
-    // Authentication before admission: a caller that is refused never takes a concurrency slot.
+    let admission = Admission::new(config.grpc.concurrency_limit, config.grpc.request_timeout);
     let server = Server::builder()
-        .layer(ObserveLayer)
-        .layer(OversizeLayer)
-        .layer(AuthLayer::new(authenticator))
-        .layer(admission.clone())
+        .layer(GateLayer::new(authenticator, admission.clone()))
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

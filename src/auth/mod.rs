@@ -1,10 +1,8 @@
 //! Who is calling, and may they: a caller identity from a bearer token or the client
 //! certificate, mapped to a tenant and the RPCs it may use. Decided before any Valkey call.
 
-mod layer;
+mod request;
 pub mod tokens;
-
-pub use layer::AuthLayer;
 
 use std::{collections::HashMap, sync::Arc};
 

@@ -2,29 +2,21 @@
 //! (RESOURCE_EXHAUSTED) instead of queueing without bound, and a deadline from `grpc-timeout`
 //! capped by the server default (DEADLINE_EXCEEDED; tonic's own timeout says CANCELLED).
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
-use tower::{Layer, Service};
 
-use super::SESSION_PATH;
-
-/// Builds [`Admission`] services sharing one pool of permits.
+/// The concurrency limit and default deadline of the session RPCs.
 #[derive(Clone)]
-pub struct AdmissionLayer {
+pub struct Admission {
     permits: Arc<Semaphore>,
     limit: usize,
     default_deadline: Duration,
 }
 
-impl AdmissionLayer {
-    /// At most `limit` session RPCs at once, each bounded by `default_deadline`.
+impl Admission {
+    /// At most `limit` session RPCs in flight, each given at most `default_deadline`.
     pub fn new(limit: usize, default_deadline: Duration) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(limit)),
@@ -33,81 +25,39 @@ impl AdmissionLayer {
         }
     }
 
-    /// Resolves once no session RPC is in flight: the drain condition at shutdown (long-lived
-    /// health Watch streams would otherwise hold a graceful shutdown open forever).
+    /// Resolves once no admitted request is in flight (graceful shutdown's drain).
     pub async fn drained(&self) {
         while self.permits.available_permits() < self.limit {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
-}
 
-impl<S> Layer<S> for AdmissionLayer {
-    type Service = Admission<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Admission {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The admission service.
-#[derive(Clone)]
-pub struct Admission<S> {
-    inner: S,
-    layer: AdmissionLayer,
-}
-
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Admission<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        // The clone is the one that was not polled ready; keep the ready one for this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        if !request.uri().path().starts_with(SESSION_PATH) {
-            return Box::pin(inner.call(request));
-        }
-        let Ok(permit) = self.layer.permits.clone().try_acquire_owned() else {
+    /// A slot for one request and its deadline (the caller's `grpc-timeout`, capped by the
+    /// default), or RESOURCE_EXHAUSTED at once when every slot is taken.
+    pub(super) fn admit(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<(OwnedSemaphorePermit, Duration), Status> {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             metrics::counter!("grpc_rejected_total", "reason" => "concurrency").increment(1);
-            let status = Status::resource_exhausted(format!(
+            return Err(Status::resource_exhausted(format!(
                 "server at its concurrency limit ({} requests in flight); retry with backoff",
-                self.layer.limit
-            ));
-            return Box::pin(async move { Ok(status.into_http()) });
+                self.limit
+            )));
         };
-        let deadline = grpc_timeout(request.headers()).map_or(self.layer.default_deadline, |t| {
-            t.min(self.layer.default_deadline)
-        });
-        Box::pin(async move {
-            let _permit = permit;
-            match tokio::time::timeout(deadline, inner.call(request)).await {
-                Ok(result) => result,
-                Err(_) => {
-                    metrics::counter!("grpc_rejected_total", "reason" => "deadline").increment(1);
-                    Ok(Status::deadline_exceeded(format!(
-                        "deadline of {} ms exceeded before the request completed",
-                        deadline.as_millis()
-                    ))
-                    .into_http())
-                }
-            }
-        })
+        let deadline =
+            grpc_timeout(headers).map_or(self.default_deadline, |t| t.min(self.default_deadline));
+        Ok((permit, deadline))
     }
+}
+
+/// The answer to a request still running at its deadline.
+pub(super) fn deadline_exceeded(deadline: Duration) -> Status {
+    metrics::counter!("grpc_rejected_total", "reason" => "deadline").increment(1);
+    Status::deadline_exceeded(format!(
+        "deadline of {} ms exceeded before the request completed",
+        deadline.as_millis()
+    ))
 }
 
 /// Parses the `grpc-timeout` header (`<up to 8 digits><H|M|S|m|u|n>`).

@@ -1,16 +1,16 @@
-//! Tower layers around the gRPC routes: observation outermost, then the oversized-message
-//! status, authentication and admission.
+//! The tower layer around the gRPC routes ([`GateLayer`]: observation, then for the session API
+//! authentication, admission and the oversized-message status), and the connection counter.
 
 mod admission;
 mod connections;
+mod gate;
 mod observe;
 mod oversize;
 
-pub use admission::AdmissionLayer;
+pub use admission::Admission;
 pub use connections::{Counted, counted};
-pub use observe::ObserveLayer;
-pub use oversize::OversizeLayer;
+pub use gate::{Gate, GateLayer};
 
-/// gRPC path prefix of the session API; only these requests are limited and deadlined (health
-/// Watch and reflection streams are long-lived by design).
+/// gRPC path prefix of the session API; only these requests are authenticated, limited and
+/// deadlined (health Watch and reflection streams are long-lived by design).
 const SESSION_PATH: &str = "/session.v1.SessionService/";

@@ -1,128 +1,145 @@
 //! One span and one set of metrics per RPC: the span continues the caller's W3C trace
 //! (`traceparent` metadata), the metrics count requests by method and status code and time them.
 
-use std::{
-    task::{Context, Poll},
-    time::Instant,
-};
+use std::{sync::OnceLock, time::Instant};
 
-use futures::future::BoxFuture;
 use opentelemetry::global;
 use opentelemetry_http::HeaderExtractor;
-use tower::{Layer, Service};
-use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Builds [`Observe`] services.
-#[derive(Clone, Default)]
-pub struct ObserveLayer;
+/// Every (service, method) label pair a request can get. Known services keep their method names,
+/// anything else is "other", so random paths cannot blow up metric cardinality.
+const METHODS: &[(&str, &str)] = &[
+    ("session.v1.SessionService", "Create"),
+    ("session.v1.SessionService", "Get"),
+    ("session.v1.SessionService", "Put"),
+    ("session.v1.SessionService", "Delete"),
+    ("session.v1.SessionService", "Rotate"),
+    ("session.v1.SessionService", "ListSessions"),
+    ("session.v1.SessionService", "RevokeSession"),
+    ("session.v1.SessionService", "RevokeSessions"),
+    ("session.v1.SessionService", "other"),
+    ("grpc.health.v1.Health", "Check"),
+    ("grpc.health.v1.Health", "Watch"),
+    ("grpc.health.v1.Health", "List"),
+    ("grpc.health.v1.Health", "other"),
+    ("grpc.reflection", "ServerReflectionInfo"),
+    ("other", "other"),
+];
 
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
+/// gRPC status codes, 0 to 16.
+const CODES: usize = 17;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner }
-    }
+/// The metric handles of one method, registered on first use and kept: a request then skips the
+/// recorder's registry lookup (a hash of name and labels under a lock) for each of them.
+struct Handles {
+    requests: [OnceLock<metrics::Counter>; CODES],
+    duration: OnceLock<metrics::Histogram>,
 }
 
-/// The observing service.
-#[derive(Clone)]
-pub struct Observe<S> {
-    inner: S,
+static HANDLES: [Handles; METHODS.len()] = [const {
+    Handles {
+        requests: [const { OnceLock::new() }; CODES],
+        duration: OnceLock::new(),
+    }
+}; METHODS.len()];
+
+/// One request being observed: its span and when it started.
+pub(super) struct Observation {
+    method: usize,
+    start: Instant,
+    span: tracing::Span,
 }
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Observe<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (service, method) = labels(request.uri().path());
-        // DEBUG, like the Valkey spans: the OTLP layer (when configured) takes every level, while
-        // the log filter (RUST_LOG, default info) leaves them disabled, so without a trace
-        // exporter a span costs nothing on the request path.
+impl Observation {
+    /// Starts observing `request`: a span continuing the caller's trace, and the clock.
+    pub(super) fn start<B>(request: &http::Request<B>) -> Self {
+        let method = method_index(request.uri().path());
+        let (service, name) = METHODS[method];
         let span = tracing::debug_span!(
             "grpc.request",
-            otel.name = %format_args!("{service}/{method}"),
+            otel.name = %format_args!("{service}/{name}"),
             otel.kind = "server",
             rpc.system = "grpc",
             rpc.service = service,
-            rpc.method = method,
+            rpc.method = name,
             rpc.grpc.status_code = tracing::field::Empty,
         );
         let parent =
             global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
         let _ = span.set_parent(parent);
-        let start = Instant::now();
-        let future = inner.call(request);
-        Box::pin(
-            async move {
-                let result = future.await;
-                // Unary errors are trailers-only responses: the status is in the headers. A
-                // response without it is a success whose OK status follows in the trailers.
-                let code = match &result {
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .unwrap_or(0),
-                    Err(_) => tonic::Code::Unknown as i32,
-                };
-                tracing::Span::current().record("rpc.grpc.status_code", code);
-                let code_name = code_name(code);
-                metrics::counter!("grpc_requests_total", "method" => method, "code" => code_name)
-                    .increment(1);
-                metrics::histogram!("grpc_request_duration_seconds", "method" => method)
-                    .record(start.elapsed().as_secs_f64());
-                result
-            }
-            .instrument(span),
-        )
-    }
-}
-
-/// Bounded label values: known services keep their method names, anything else is "other", so
-/// random paths cannot blow up metric cardinality.
-fn labels(path: &str) -> (&'static str, &'static str) {
-    const KNOWN: &[(&str, &[&str])] = &[
-        (
-            "session.v1.SessionService",
-            &["Create", "Get", "Put", "Delete", "Rotate"],
-        ),
-        ("grpc.health.v1.Health", &["Check", "Watch", "List"]),
-    ];
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    for (known_service, methods) in KNOWN {
-        if service == *known_service {
-            let method = methods
-                .iter()
-                .find(|m| **m == method)
-                .copied()
-                .unwrap_or("other");
-            return (known_service, method);
+        Self {
+            method,
+            start: Instant::now(),
+            span,
         }
     }
-    if service.starts_with("grpc.reflection.") {
-        return ("grpc.reflection", "ServerReflectionInfo");
+
+    /// The span the request runs in.
+    pub(super) fn span(&self) -> tracing::Span {
+        self.span.clone()
     }
-    ("other", "other")
+
+    /// Records how the request ended: the status code on the span, the count and the duration.
+    pub(super) fn finish<B, E>(self, result: &Result<http::Response<B>, E>) {
+        let code = match result {
+            Ok(response) => response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .unwrap_or(0),
+            Err(_) => tonic::Code::Unknown as i32,
+        };
+        self.span.record("rpc.grpc.status_code", code);
+        let code = tonic::Code::from_i32(code);
+        let name = METHODS[self.method].1;
+        let handles = &HANDLES[self.method];
+        handles.requests[code as usize]
+            .get_or_init(|| {
+                metrics::counter!("grpc_requests_total", "method" => name, "code" => code_name(code))
+            })
+            .increment(1);
+        handles
+            .duration
+            .get_or_init(|| metrics::histogram!("grpc_request_duration_seconds", "method" => name))
+            .record(self.start.elapsed().as_secs_f64());
+    }
 }
 
-fn code_name(code: i32) -> &'static str {
-    match tonic::Code::from_i32(code) {
+/// The index in [`METHODS`] of a request path.
+fn method_index(path: &str) -> usize {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if service.starts_with("grpc.reflection.") {
+        return index_of("grpc.reflection", "ServerReflectionInfo");
+    }
+    METHODS
+        .iter()
+        .position(|(s, m)| *s == service && *m == method)
+        .or_else(|| {
+            METHODS
+                .iter()
+                .position(|(s, m)| *s == service && *m == "other")
+        })
+        .unwrap_or(METHODS.len() - 1)
+}
+
+fn index_of(service: &str, method: &str) -> usize {
+    METHODS
+        .iter()
+        .position(|p| *p == (service, method))
+        .expect("listed")
+}
+
+/// The (service, method) labels of a request path.
+#[cfg(test)]
+fn labels(path: &str) -> (&'static str, &'static str) {
+    METHODS[method_index(path)]
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
         tonic::Code::Ok => "OK",
         tonic::Code::Cancelled => "CANCELLED",
         tonic::Code::Unknown => "UNKNOWN",
@@ -156,6 +173,14 @@ mod tests {
         assert_eq!(
             labels("/session.v1.SessionService/Nope"),
             ("session.v1.SessionService", "other")
+        );
+        assert_eq!(
+            labels("/session.v1.SessionService/ListSessions"),
+            ("session.v1.SessionService", "ListSessions")
+        );
+        assert_eq!(
+            labels("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            ("grpc.reflection", "ServerReflectionInfo")
         );
         assert_eq!(labels("/x.Y/Z"), ("other", "other"));
         assert_eq!(

@@ -1,0 +1,28 @@
+//! Authenticating one request of the session API, for the gate layer ([`crate::layers`]).
+
+use tonic::Status;
+
+use super::{Authenticator, Caller};
+use crate::tls::PeerInfo;
+
+impl Authenticator {
+    /// The [`super::Caller`] of `request`, a call of the session API's `method`, for the service
+    /// to find in the request's extensions. A refused call is counted by reason and answered
+    /// with the status to send.
+    pub fn caller_of<B>(&self, method: &str, request: &http::Request<B>) -> Result<Caller, Status> {
+        let cert = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.cert_identity.as_ref());
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        self.authorize(method, authorization, cert)
+            .map_err(|rejection| {
+                metrics::counter!("grpc_auth_rejected_total", "reason" => rejection.as_str())
+                    .increment(1);
+                rejection.status(method)
+            })
+    }
+}
