@@ -65,9 +65,12 @@ impl Observation {
             rpc.method = name,
             rpc.grpc.status_code = tracing::field::Empty,
         );
-        let parent =
-            global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
-        let _ = span.set_parent(parent);
+        // Only a span something records (traces exported) needs the caller's context.
+        if !span.is_disabled() {
+            let parent =
+                global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
+            let _ = span.set_parent(parent);
+        }
         Self {
             method,
             start: Instant::now(),

@@ -113,9 +113,10 @@ impl SessionId {
             // Rejects non-canonical trailing bits, so one session has exactly one spelling (the
             // key holds the id's hash).
             let canonical = |part: &str, len: usize| {
+                let mut bytes = [0u8; ID_BYTES + 3];
                 URL_SAFE_NO_PAD
-                    .decode(part)
-                    .is_ok_and(|bytes| bytes.len() == len)
+                    .decode_slice(part, &mut bytes)
+                    .is_ok_and(|n| n == len)
             };
             if !canonical(secret, ID_BYTES) || !canonical(tag, TAG_BYTES) {
                 return Err(Error::InvalidId("id is not a canonical session id"));
@@ -165,14 +166,26 @@ impl SessionId {
 
     /// The slot tag; `None` for an id of the first (untagged, 43-character) form.
     pub fn tag(&self) -> Option<SlotTag> {
-        (self.0.len() == TAGGED_ID_LEN).then(|| SlotTag(self.0[..TAG_LEN].to_owned()))
+        self.tag_str().map(|tag| SlotTag(tag.to_owned()))
+    }
+
+    /// [`Self::tag`], borrowed.
+    pub fn tag_str(&self) -> Option<&str> {
+        (self.0.len() == TAGGED_ID_LEN).then(|| &self.0[..TAG_LEN])
     }
 
     /// The handle of this session: a one-way hash of the id, which names its key and lets a
     /// principal's session be listed and revoked, but cannot be turned back into the id.
     pub fn handle(&self) -> String {
+        let mut handle = String::with_capacity(HANDLE_LEN);
+        self.push_handle(&mut handle);
+        handle
+    }
+
+    /// Appends [`Self::handle`] to `out` (a key being built, without another allocation).
+    pub fn push_handle(&self, out: &mut String) {
         use sha2::{Digest, Sha256};
-        URL_SAFE_NO_PAD.encode(&Sha256::digest(self.0.as_bytes())[..HANDLE_BYTES])
+        URL_SAFE_NO_PAD.encode_string(&Sha256::digest(self.0.as_bytes())[..HANDLE_BYTES], out);
     }
 
     /// The id itself, for the wire and the key; never for logs.

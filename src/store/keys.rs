@@ -23,8 +23,19 @@ impl KeySpace {
     /// The key holding a session: `<prefix>{<tag>}.<handle>` for a tagged id (the key never
     /// contains the id itself), `<prefix>{<id>}` for an id of the first form.
     pub fn session(&self, id: &SessionId) -> String {
-        match id.tag() {
-            Some(tag) => self.session_by_handle(&tag, &id.handle()),
+        match id.tag_str() {
+            // As `session_by_handle(tag, handle)`, built in one allocation: every RPC builds one.
+            Some(tag) => {
+                let mut key = String::with_capacity(
+                    self.prefix.len() + tag.len() + 3 + crate::session::HANDLE_LEN,
+                );
+                key.push_str(&self.prefix);
+                key.push('{');
+                key.push_str(tag);
+                key.push_str("}.");
+                id.push_handle(&mut key);
+                key
+            }
             None => format!("{}{{{}}}", self.prefix, id.as_str()),
         }
     }
