@@ -19,7 +19,23 @@ ROWS = [
     ("service CPU µs per Put", lambda t: t["rpcs"]["put"]["server_cpu_us_per_rpc"], "{:.1f}"),
     ("generator CPU µs per Get", lambda t: t["rpcs"]["get"]["client_cpu_us_per_rpc"], "{:.1f}"),
     ("peak RSS MiB", lambda t: t["peak_rss_kib"] / 1024, "{:.1f}"),
+    # The gRPC floor and the near cache (issue 16); runs before issue 16 have neither.
+    ("floor Get RPS", lambda t: t["floor"]["get"]["total"]["rps"], "{:,.0f}"),
+    ("floor CPU µs per Get", lambda t: t["floor"]["get"]["server_cpu_us_per_rpc"], "{:.1f}"),
+    ("Get / floor RPS", lambda t: t["rpcs"]["get"]["total"]["rps"] / t["floor"]["get"]["total"]["rps"], "{:.2f}"),
+    ("hot Get RPS (near cache)", lambda t: t["near_cache"]["hot_get"]["total"]["rps"], "{:,.0f}"),
+    ("hot Get / floor RPS", lambda t: t["near_cache"]["hot_get"]["total"]["rps"] / t["floor"]["get"]["total"]["rps"], "{:.2f}"),
+    ("hot Get CPU µs", lambda t: t["near_cache"]["hot_get"]["server_cpu_us_per_rpc"], "{:.1f}"),
+    ("hot Get CPU / floor CPU", lambda t: t["near_cache"]["hot_get"]["server_cpu_us_per_rpc"] / t["floor"]["get"]["server_cpu_us_per_rpc"], "{:.2f}"),
 ]
+
+
+def cell(get, fmt, topology):
+    """One figure, or a dash where that run did not measure it."""
+    try:
+        return fmt.format(get(topology))
+    except KeyError:
+        return "–"
 
 
 def main():
@@ -30,7 +46,7 @@ def main():
         print(f"| {title} | " + " | ".join(names) + " |")
         print("|---|" + "---:|" * len(runs))
         for label, get, fmt in ROWS:
-            print(f"| {label} | " + " | ".join(fmt.format(get(r[topology])) for r in runs) + " |")
+            print(f"| {label} | " + " | ".join(cell(get, fmt, r[topology]) for r in runs) + " |")
         print()
 
 
