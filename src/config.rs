@@ -149,6 +149,22 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
     /// The coherent in-memory cache of eventual Gets.
     pub near_cache: NearCacheConfig,
+    /// The async runtime the service runs on.
+    pub runtime: RuntimeConfig,
+}
+
+/// The tokio runtime.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads; 0 means one per CPU.
+    pub worker_threads: usize,
+    /// tokio's LIFO slot: a task woken by the running task runs next on the same worker. Off by
+    /// default: with it, fred's connection task ran right after each request queued its command
+    /// and flushed one command per write; without it, the commands of concurrent requests share a
+    /// write (docs/benchmarks.md, issue 16). Only a build with `--cfg tokio_unstable` (the
+    /// repository's `.cargo/config.toml`) can turn the slot off; other builds keep it.
+    pub lifo_slot: bool,
 }
 
 /// The near cache: recently read sessions in memory, invalidated by Valkey (CLIENT TRACKING).
@@ -484,6 +500,10 @@ impl Config {
                 enabled: cloud,
                 max_entries: 100_000,
                 max_bytes: 256 << 20,
+            },
+            runtime: RuntimeConfig {
+                worker_threads: 0,
+                lifo_slot: false,
             },
         }
     }

@@ -11,6 +11,7 @@ pub mod health;
 pub mod layers;
 pub mod proto;
 pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod session;

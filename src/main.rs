@@ -5,15 +5,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use valkey_sessions::{
     config::{Cli, Config},
-    server, shutdown, telemetry,
+    runtime, server, shutdown, telemetry,
 };
 
 /// mimalloc: fewer cycles per request than glibc malloc (docs/benchmarks.md, optimisations).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(&cli) {
         Ok(config) => config,
@@ -22,6 +21,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match runtime::build(&config.runtime) {
+        Ok(runtime) => runtime.block_on(serve(config)),
+        Err(e) => {
+            eprintln!("valkey-sessions: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
     let telemetry = match telemetry::init(&config) {
         Ok(telemetry) => telemetry,
         Err(e) => {
@@ -29,6 +38,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !config.runtime.lifo_slot && !runtime::CAN_DISABLE_LIFO_SLOT {
+        tracing::info!(
+            "runtime.lifo_slot = false needs a build with --cfg tokio_unstable; tokio's LIFO slot stays on"
+        );
+    }
     let security = match server::Security::load(&config) {
         Ok(security) => security,
         Err(e) => {

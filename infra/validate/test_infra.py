@@ -534,6 +534,25 @@ class GrpcHop(unittest.TestCase):
             self.assertFalse(os.path.exists(os.path.join(root, "tls/tls.key")))
 
 
+class Dockerfile(unittest.TestCase):
+    def test_the_build_stage_copies_what_cargo_needs(self):
+        """Every workspace member (cargo reads them all) and .cargo/config.toml (the runtime's
+        tokio_unstable cfg) are in the build context the image builds from."""
+        text = (INFRA / "docker" / "Dockerfile").read_text()
+        copied = set()
+        for line in text.splitlines():
+            parts = line.split()
+            if parts[:1] == ["COPY"] and not any(p.startswith("--from") for p in parts):
+                copied.update(p.rstrip("/") for p in parts[1:-1])
+        workspace = tomllib.loads((INFRA.parent / "Cargo.toml").read_text())["workspace"]
+        for member in workspace["members"]:
+            if member != ".":
+                self.assertIn(member, copied)
+        for needed in ("Cargo.toml", "Cargo.lock", "build.rs", "proto", "src", ".cargo"):
+            self.assertIn(needed, copied)
+            self.assertTrue((INFRA.parent / needed).exists(), needed)
+
+
 class Compose(unittest.TestCase):
     def setUp(self):
         self.compose = yaml.safe_load((INFRA / "docker" / "compose.yaml").read_text())
