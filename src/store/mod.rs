@@ -599,3 +599,23 @@ fn map_err(e: fred::error::Error) -> Error {
         _ => Error::Internal(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ReadSource;
+
+    #[test]
+    fn read_sources_are_listed_in_discriminant_order() {
+        // Metric handles are kept in an array indexed by `source as usize`.
+        for (i, source) in ReadSource::ALL.iter().enumerate() {
+            assert_eq!(*source as usize, i, "{}", source.as_str());
+        }
+        // A new variant stops this match from compiling: it belongs in ALL too.
+        match ReadSource::Cache {
+            ReadSource::Replica
+            | ReadSource::Primary
+            | ReadSource::Fallback
+            | ReadSource::Cache => {}
+        }
+    }
+}
