@@ -56,6 +56,9 @@ impl Observation {
     pub(super) fn start<B>(request: &http::Request<B>) -> Self {
         let method = method_index(request.uri().path());
         let (service, name) = METHODS[method];
+        // DEBUG, like the Valkey spans: the OTLP layer (when configured) takes every level, while
+        // the log filter (RUST_LOG, default info) leaves them disabled, so without a trace
+        // exporter a span costs nothing on the request path.
         let span = tracing::debug_span!(
             "grpc.request",
             otel.name = %format_args!("{service}/{name}"),
@@ -113,26 +116,15 @@ impl Observation {
 /// The index in [`METHODS`] of a request path.
 fn method_index(path: &str) -> usize {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (mut service, mut method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    // Both reflection versions, one label.
     if service.starts_with("grpc.reflection.") {
-        return index_of("grpc.reflection", "ServerReflectionInfo");
+        (service, method) = ("grpc.reflection", "ServerReflectionInfo");
     }
-    METHODS
-        .iter()
-        .position(|(s, m)| *s == service && *m == method)
-        .or_else(|| {
-            METHODS
-                .iter()
-                .position(|(s, m)| *s == service && *m == "other")
-        })
+    let position = |method: &str| METHODS.iter().position(|p| *p == (service, method));
+    position(method)
+        .or_else(|| position("other"))
         .unwrap_or(METHODS.len() - 1)
-}
-
-fn index_of(service: &str, method: &str) -> usize {
-    METHODS
-        .iter()
-        .position(|p| *p == (service, method))
-        .expect("listed")
 }
 
 /// The (service, method) labels of a request path.

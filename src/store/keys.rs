@@ -4,7 +4,7 @@
 //! Every command and script of an operation names keys of one hash tag only, so each operation
 //! is single-slot by construction and can never fail with CROSSSLOT on a cluster.
 
-use crate::session::{SessionId, SlotTag};
+use crate::session::{HANDLE_LEN, SessionId, SlotTag};
 
 /// Builds Valkey keys under a configurable prefix.
 #[derive(Debug, Clone)]
@@ -24,15 +24,8 @@ impl KeySpace {
     /// contains the id itself), `<prefix>{<id>}` for an id of the first form.
     pub fn session(&self, id: &SessionId) -> String {
         match id.tag_str() {
-            // As `session_by_handle(tag, handle)`, built in one allocation: every RPC builds one.
             Some(tag) => {
-                let mut key = String::with_capacity(
-                    self.prefix.len() + tag.len() + 3 + crate::session::HANDLE_LEN,
-                );
-                key.push_str(&self.prefix);
-                key.push('{');
-                key.push_str(tag);
-                key.push_str("}.");
+                let mut key = self.members_of(tag);
                 id.push_handle(&mut key);
                 key
             }
@@ -42,12 +35,25 @@ impl KeySpace {
 
     /// The key of the session with `handle` in the slot of `tag`.
     pub fn session_by_handle(&self, tag: &SlotTag, handle: &str) -> String {
-        format!("{}{handle}", self.members(tag))
+        let mut key = self.members_of(tag.as_str());
+        key.push_str(handle);
+        key
     }
 
     /// What precedes a handle in the session keys of `tag`'s slot (scripts append handles).
     pub fn members(&self, tag: &SlotTag) -> String {
-        format!("{}{{{}}}.", self.prefix, tag.as_str())
+        self.members_of(tag.as_str())
+    }
+
+    /// [`Self::members`] with room for the handle: every RPC builds a session key, so it takes
+    /// one allocation.
+    fn members_of(&self, tag: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + tag.len() + 3 + HANDLE_LEN);
+        key.push_str(&self.prefix);
+        key.push('{');
+        key.push_str(tag);
+        key.push_str("}.");
+        key
     }
 
     /// The index of a principal whose sessions carry `tag`: a sorted set of handles scored by
