@@ -15,7 +15,7 @@ bench/.venv/bin/pip install -q --disable-pip-version-check -r bench/requirements
 profile=${BENCH_PROFILE:-release}
 flag=()
 [ "$profile" = release ] && flag=(--release)
-cargo build --locked "${flag[@]}" --bin valkey-sessions --bin session-bench --bin health-probe --bin session-floor
+cargo build --locked "${flag[@]}" --workspace --bin valkey-sessions --bin session-bench --bin health-probe --bin session-floor
 python3 bench/run.py --profile "$profile" "$@"
 out=docs/bench
 [[ " $* " == *" --no-doc "* ]] && out=target/bench/plots

@@ -10,14 +10,10 @@ use std::time::Duration;
 
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{
-    proto::session_service_server::SessionServiceServer, service::SessionService,
-    store::SessionStore,
-};
+use session_store::SessionStore;
 
 /// The name under which the session service reports health.
-pub const SERVICE_NAME: &str =
-    <SessionServiceServer<SessionService> as tonic::server::NamedService>::NAME;
+pub const SERVICE_NAME: &str = session_proto::session_service_server::SERVICE_NAME;
 
 /// Handle to the probe, used at shutdown.
 pub struct Health {

@@ -1,24 +1,15 @@
 //! valkey-sessions: a gRPC session service backed by Valkey.
 //!
-//! The request path reads top to bottom: [`service`] validates and maps, [`store`] talks to
-//! Valkey, [`session`] holds the rules. [`server`] wires it all to a socket.
+//! The request path reads top to bottom: the gate layer ([`layers`]) authenticates and admits,
+//! [`service`] validates and maps to gRPC once, session-store talks to Valkey through
+//! valkey-router, session-core holds the rules. [`server`] builds it all and serves it on a
+//! socket; [`config`] puts the sections of the configuration together.
 
-pub mod auth;
-pub mod client;
+mod auth;
 pub mod config;
-pub mod gateway;
-pub mod health;
-pub mod layers;
-pub mod proto;
-pub mod reload;
+mod health;
+mod layers;
 pub mod runtime;
 pub mod server;
-pub mod service;
-pub mod session;
-pub mod shutdown;
-pub mod store;
+mod service;
 pub mod telemetry;
-pub mod tenant;
-pub mod tls;
-
-pub use proto::session_service_client::SessionServiceClient;

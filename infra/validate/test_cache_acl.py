@@ -23,7 +23,7 @@ import unittest
 from test_infra import MODULE, parse_dir, resources, service_access_string
 
 REPO = MODULE.parents[4]
-SCRIPTS = REPO / "src" / "store" / "scripts"
+SCRIPTS = REPO / "crates" / "session-store" / "src" / "scripts"
 PASSWORD = "acl-test-password-0123456789"
 
 

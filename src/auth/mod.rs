@@ -1,26 +1,29 @@
 //! Who is calling, and may they: a caller identity from a bearer token or the client
 //! certificate, mapped to a tenant and the RPCs it may use. Decided before any Valkey call.
 
+mod config;
 mod request;
 pub mod tokens;
+
+pub use config::AuthConfig;
+#[cfg(test)]
+use config::CallerConfig;
 
 use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
-
-use crate::{
-    config::{AuthConfig, CallerConfig, ConfigError, TenantConfig},
-    tenant::{Tenant, Tenants},
-};
+use session_core::{SettingError, Tenant, Tenants};
 use tokens::TokenTable;
-
-/// The RPCs of `session.v1.SessionService`, as `methods` may name them.
-pub const RPCS: &[&str] = &["Create", "Get", "Put", "Delete", "Rotate"];
 
 /// The caller of one RPC, as the service sees it (a request extension).
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The authenticated identity; `None` for an anonymous caller where auth is not required.
+    #[allow(
+        dead_code,
+        reason = "the service decides by tenant today; the identity stays on the request for \
+                  per-caller decisions, and the tests read it"
+    )]
     pub identity: Option<Arc<str>>,
     /// The tenant whose sessions the caller works on.
     pub tenant: Arc<Tenant>,
@@ -84,26 +87,37 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Builds the authenticator; `tokens` is the table kept current by the file reloader.
-    pub fn new(config: &AuthConfig, tenants: Tenants, tokens: Arc<ArcSwap<TokenTable>>) -> Self {
-        let callers = config
-            .callers
-            .iter()
-            .map(|c| {
-                let tenant = tenants
-                    .get(c.tenant.as_deref())
-                    .expect("callers' tenants are checked at start-up")
-                    .clone();
-                let methods = (!c.methods.iter().any(|m| m == "*")).then(|| c.methods.clone());
-                (c.identity.clone(), Policy { tenant, methods })
-            })
-            .collect();
-        Self {
+    /// Builds the authenticator; `tokens` is the table kept current by the file reloader. Fails
+    /// on a caller whose tenant is not configured.
+    pub fn new(
+        config: &AuthConfig,
+        tenants: Tenants,
+        tokens: Arc<ArcSwap<TokenTable>>,
+    ) -> Result<Self, SettingError> {
+        let mut callers = HashMap::new();
+        for (i, c) in config.callers.iter().enumerate() {
+            let tenant = tenants.get(c.tenant.as_deref()).ok_or_else(|| {
+                SettingError::entry(
+                    format!("auth.callers[{i}]"),
+                    format!(
+                        "tenant {:?} is not configured under [tenants]",
+                        c.tenant.as_deref().unwrap_or_default()
+                    ),
+                )
+            })?;
+            let methods = (!c.methods.iter().any(|m| m == "*")).then(|| c.methods.clone());
+            let policy = Policy {
+                tenant: tenant.clone(),
+                methods,
+            };
+            callers.insert(c.identity.clone(), policy);
+        }
+        Ok(Self {
             required: config.required,
             tokens,
             callers,
             tenants,
-        }
+        })
     }
 
     /// The caller of `method`, given the `authorization` header value (if any) and the identity
@@ -156,60 +170,25 @@ impl Authenticator {
     }
 }
 
-/// Checks the `auth.callers` entries: known tenants and RPC names, no identity twice.
-pub fn validate_callers(
-    callers: &[CallerConfig],
-    tenants: &std::collections::BTreeMap<String, TenantConfig>,
-) -> Result<(), ConfigError> {
-    let mut seen = std::collections::HashSet::new();
-    for (i, caller) in callers.iter().enumerate() {
-        let key = format!("auth.callers[{i}]");
-        let problem = |p: String| ConfigError::Entry {
-            key: key.clone(),
-            problem: p,
-        };
-        if caller.identity.is_empty() {
-            return Err(problem("identity is empty".into()));
-        }
-        if !seen.insert(caller.identity.as_str()) {
-            return Err(problem(format!(
-                "identity {:?} is configured twice",
-                caller.identity
-            )));
-        }
-        if let Some(tenant) = &caller.tenant {
-            if tenant != crate::tenant::DEFAULT_TENANT && !tenants.contains_key(tenant) {
-                return Err(problem(format!(
-                    "tenant {tenant:?} is not configured under [tenants]"
-                )));
-            }
-        }
-        if caller.methods.is_empty() {
-            return Err(problem("methods is empty: list RPC names or \"*\"".into()));
-        }
-        for m in &caller.methods {
-            if m != "*" && !RPCS.contains(&m.as_str()) {
-                return Err(problem(format!(
-                    "unknown method {m:?}; expected \"*\" or one of {RPCS:?}"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use session_core::{Lifetimes, Limits, TenantOverrides};
+
     use super::*;
-    use crate::config::{Config, Profile};
+
+    fn tenants() -> Tenants {
+        let named = BTreeMap::from([("shop".to_string(), TenantOverrides::default())]);
+        Tenants::build("vs:", &Limits::default(), &Lifetimes::default(), &named).unwrap()
+    }
 
     fn authenticator(required: bool) -> Authenticator {
-        let mut config = Config::defaults(Profile::Local);
-        config
-            .tenants
-            .insert("shop".into(), TenantConfig::default());
-        config.auth.required = required;
-        config.auth.callers = vec![
+        let mut config = AuthConfig {
+            required,
+            ..AuthConfig::default()
+        };
+        config.callers = vec![
             CallerConfig {
                 identity: "gw".into(),
                 tenant: Some("shop".into()),
@@ -227,12 +206,28 @@ mod tests {
             tokens::hash_hex("other"),
         ))
         .unwrap();
-        let tenants = Tenants::from_config(&config).unwrap();
-        Authenticator::new(
-            &config.auth,
-            tenants,
-            Arc::new(ArcSwap::from_pointee(tokens)),
-        )
+        Authenticator::new(&config, tenants(), Arc::new(ArcSwap::from_pointee(tokens))).unwrap()
+    }
+
+    #[test]
+    fn a_caller_of_an_unknown_tenant_is_refused() {
+        let config = AuthConfig {
+            callers: vec![CallerConfig {
+                identity: "gw".into(),
+                tenant: Some("nope".into()),
+                methods: vec!["*".into()],
+            }],
+            ..AuthConfig::default()
+        };
+        let tokens = Arc::new(ArcSwap::from_pointee(TokenTable::default()));
+        let err = Authenticator::new(&config, tenants(), tokens)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("auth.callers[0]") && err.contains("nope"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use tonic::Status;
 
 use super::{Authenticator, Caller};
-use crate::tls::PeerInfo;
+use service_kit::tls::PeerInfo;
 
 impl Authenticator {
     /// The [`super::Caller`] of `request`, a call of the session API's `method`, for the service

@@ -31,7 +31,7 @@ struct Args {
     service: String,
     /// TLS trust and client certificate when the port speaks TLS (`https://` address).
     #[command(flatten)]
-    caller: valkey_sessions::client::CallerOptions,
+    caller: session_proto::caller::CallerOptions,
     /// Deadline for connecting and answering together.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     timeout: Duration,

@@ -1,31 +1,35 @@
 //! One span and one set of metrics per RPC: the span continues the caller's W3C trace
 //! (`traceparent` metadata), the metrics count requests by method and status code and time them.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    sync::{LazyLock, OnceLock},
+    time::Instant,
+};
 
 use opentelemetry::global;
 use opentelemetry_http::HeaderExtractor;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Every (service, method) label pair a request can get. Known services keep their method names,
-/// anything else is "other", so random paths cannot blow up metric cardinality.
-const METHODS: &[(&str, &str)] = &[
-    ("session.v1.SessionService", "Create"),
-    ("session.v1.SessionService", "Get"),
-    ("session.v1.SessionService", "Put"),
-    ("session.v1.SessionService", "Delete"),
-    ("session.v1.SessionService", "Rotate"),
-    ("session.v1.SessionService", "ListSessions"),
-    ("session.v1.SessionService", "RevokeSession"),
-    ("session.v1.SessionService", "RevokeSessions"),
-    ("session.v1.SessionService", "other"),
-    ("grpc.health.v1.Health", "Check"),
-    ("grpc.health.v1.Health", "Watch"),
-    ("grpc.health.v1.Health", "List"),
-    ("grpc.health.v1.Health", "other"),
-    ("grpc.reflection", "ServerReflectionInfo"),
-    ("other", "other"),
-];
+/// Every (service, method) label pair a request can get. The session API's methods come from
+/// its descriptor, so a new RPC gets its own label; anything else is "other", so random paths
+/// cannot blow up metric cardinality.
+static METHODS: LazyLock<Vec<(&'static str, &'static str)>> = LazyLock::new(|| {
+    let service = session_proto::service_name();
+    let mut methods: Vec<_> = session_proto::rpc_names()
+        .iter()
+        .map(|rpc| (service, rpc.as_str()))
+        .collect();
+    methods.extend([
+        (service, "other"),
+        ("grpc.health.v1.Health", "Check"),
+        ("grpc.health.v1.Health", "Watch"),
+        ("grpc.health.v1.Health", "List"),
+        ("grpc.health.v1.Health", "other"),
+        ("grpc.reflection", "ServerReflectionInfo"),
+        ("other", "other"),
+    ]);
+    methods
+});
 
 /// gRPC status codes, 0 to 16.
 const CODES: usize = 17;
@@ -37,12 +41,14 @@ struct Handles {
     duration: OnceLock<metrics::Histogram>,
 }
 
-static HANDLES: [Handles; METHODS.len()] = [const {
-    Handles {
-        requests: [const { OnceLock::new() }; CODES],
-        duration: OnceLock::new(),
-    }
-}; METHODS.len()];
+static HANDLES: LazyLock<Vec<Handles>> = LazyLock::new(|| {
+    (0..METHODS.len())
+        .map(|_| Handles {
+            requests: [const { OnceLock::new() }; CODES],
+            duration: OnceLock::new(),
+        })
+        .collect()
+});
 
 /// One request being observed: its span and when it started.
 pub(super) struct Observation {
@@ -158,6 +164,16 @@ fn code_name(code: tonic::Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_rpc_of_the_descriptor_has_its_own_label() {
+        for rpc in session_proto::rpc_names() {
+            assert_eq!(
+                labels(&format!("/session.v1.SessionService/{rpc}")),
+                ("session.v1.SessionService", rpc.as_str())
+            );
+        }
+    }
 
     #[test]
     fn labels_are_bounded() {

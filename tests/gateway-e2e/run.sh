@@ -13,7 +13,7 @@ cd "$root"
 
 gateway_bin="${TODO_GATEWAY_BIN:-$root/target/debug/todo-gateway}"
 service_bin="${SESSION_SERVICE_BIN:-$root/target/debug/valkey-sessions}"
-[ -x "$gateway_bin" ] && [ -x "$service_bin" ] || cargo build --locked --bin todo-gateway --bin valkey-sessions
+[ -x "$gateway_bin" ] && [ -x "$service_bin" ] || cargo build --locked --workspace --bin todo-gateway --bin valkey-sessions
 export ARTIFACTS_DIR="${ARTIFACTS_DIR:-$root/target/artifacts}"
 mkdir -p "$ARTIFACTS_DIR"
 

@@ -49,9 +49,8 @@ use tower_sessions_core::{
 
 /// Generated session.v1 messages and client.
 #[allow(missing_docs, clippy::all)]
-pub mod proto {
-    tonic::include_proto!("session.v1");
-}
+/// The session.v1 API (messages and client), from the workspace's one compilation of the proto.
+pub use session_proto as proto;
 
 use proto::{
     Consistency, CreateRequest, DeleteRequest, GetRequest, PutRequest,
@@ -436,9 +435,9 @@ impl SessionStore for ValkeySessionStore {
                 }
                 Err(s)
                     if s.code() == Code::Aborted
-                        && s.get_error_details()
-                            .error_info()
-                            .is_some_and(|i| i.reason == "VERSION_CONFLICT") =>
+                        && s.get_error_details().error_info().is_some_and(|i| {
+                            i.reason == proto::ErrorReason::VersionConflict.reason()
+                        }) =>
                 {
                     let Some(current) = self.get(&id).await.map_err(|s| backend("Get", s))? else {
                         return Ok(());

@@ -1,0 +1,168 @@
+//! Accepting gRPC connections: plaintext, or TLS handshakes run concurrently off the accept
+//! loop (a slow or hostile client cannot hold up the others), each bounded in time.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures::{Stream, StreamExt};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpListener,
+    sync::Semaphore,
+};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::either::Either;
+use tonic::transport::server::Connected;
+
+use super::{HANDSHAKE_TIMEOUT, ServerTls, cert_identity};
+use crate::connections::{Counted, counted};
+
+/// Handshakes in progress at once; more wait in the kernel's accept queue.
+const MAX_HANDSHAKES: usize = 256;
+
+/// What the service knows about a connection's peer (a request extension).
+#[derive(Debug, Clone, Default)]
+pub struct PeerInfo {
+    /// The peer's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// The identity named by a verified client certificate (mutual TLS).
+    pub cert_identity: Option<Arc<str>>,
+}
+
+/// An accepted connection, plaintext or TLS.
+pub struct Conn {
+    io: Either<Counted, Box<TlsStream<Counted>>>,
+    info: PeerInfo,
+}
+
+/// The stream of connections to serve: plaintext when `tls` is `None`.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+) -> Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send>> {
+    let plain = counted(TcpListenerStream::new(listener));
+    let Some(tls) = tls else {
+        return Box::pin(plain.map(|conn| {
+            conn.map(|io| {
+                let info = PeerInfo {
+                    remote_addr: io.peer_addr(),
+                    cert_identity: None,
+                };
+                Conn {
+                    io: Either::Left(io),
+                    info,
+                }
+            })
+        }));
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
+    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        let mut plain = Box::pin(plain);
+        while let Some(conn) = plain.next().await {
+            let io = match conn {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let acceptor = TlsAcceptor::from(tls.config());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let remote_addr = io.peer_addr();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                    Ok(Ok(stream)) => {
+                        let cert_identity = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .and_then(cert_identity);
+                        let conn = Conn {
+                            io: Either::Right(Box::new(stream)),
+                            info: PeerInfo {
+                                remote_addr,
+                                cert_identity,
+                            },
+                        };
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => handshake_failed(&e.to_string()),
+                    Err(_) => handshake_failed("timed out"),
+                }
+            });
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+fn handshake_failed(why: &str) {
+    metrics::counter!("grpc_tls_handshake_failures_total").increment(1);
+    tracing::debug!(error = why, "tls handshake failed");
+}
+
+impl Conn {
+    /// The peer's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.info.remote_addr
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}

@@ -1,0 +1,187 @@
+//! The deployment's secret for slot tags and page tokens, kept in Valkey itself: every instance
+//! of the service must derive the same tag for a principal, and none needs configuring for it.
+//! Created once with `SET NX GET` (whoever is first wins), read once per process.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use fred::{
+    prelude::KeysInterface,
+    types::{SetOptions, Value},
+};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::SessionStore;
+use session_core::{Error, SlotTag};
+
+/// A 256-bit key for HMAC-SHA256.
+#[derive(Clone)]
+pub struct Secret([u8; 32]);
+
+impl Secret {
+    /// The slot tag of `principal` in `tenant`: keyed, so a tag says nothing about who it is.
+    pub fn principal_tag(&self, tenant: &str, principal: &str) -> SlotTag {
+        let mac = self.mac(&[b"tag", tenant.as_bytes(), principal.as_bytes()]);
+        let mut bytes = [0u8; session_core::TAG_BYTES];
+        bytes.copy_from_slice(&mac[..session_core::TAG_BYTES]);
+        SlotTag::from_bytes(bytes)
+    }
+
+    /// HMAC-SHA256 over the parts, each length-prefixed so no two inputs collide.
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length works");
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// How long a page token stays valid.
+pub const PAGE_TOKEN_TTL_MS: u64 = 10 * 60 * 1000;
+const PAGE_MAC_LEN: usize = 16;
+
+impl Secret {
+    /// An opaque ListSessions page token for the cursor (score, handle), bound to the tenant and
+    /// principal and to the time it was issued.
+    pub fn page_token(
+        &self,
+        tenant: &str,
+        principal: &str,
+        (score, handle): &(u64, String),
+        now_ms: u64,
+    ) -> String {
+        let mut payload = Vec::with_capacity(16 + handle.len() + PAGE_MAC_LEN);
+        payload.extend_from_slice(&score.to_be_bytes());
+        payload.extend_from_slice(&now_ms.to_be_bytes());
+        payload.extend_from_slice(handle.as_bytes());
+        let mac = self.mac(&[b"page", tenant.as_bytes(), principal.as_bytes(), &payload]);
+        payload.extend_from_slice(&mac[..PAGE_MAC_LEN]);
+        URL_SAFE_NO_PAD.encode(payload)
+    }
+
+    /// The cursor of a page token, if it is genuine, for this tenant and principal, and fresh.
+    pub fn open_page_token(
+        &self,
+        tenant: &str,
+        principal: &str,
+        token: &str,
+        now_ms: u64,
+    ) -> Result<(u64, String), &'static str> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| "page_token is not a token this service issued")?;
+        if raw.len() < 16 + PAGE_MAC_LEN || raw.len() > 16 + 64 + PAGE_MAC_LEN {
+            return Err("page_token is not a token this service issued");
+        }
+        let (payload, mac) = raw.split_at(raw.len() - PAGE_MAC_LEN);
+        let expected = self.mac(&[b"page", tenant.as_bytes(), principal.as_bytes(), payload]);
+        if !bool::from(mac.ct_eq(&expected[..PAGE_MAC_LEN])) {
+            return Err("page_token was not issued for this principal, or was altered");
+        }
+        let score = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
+        let issued = u64::from_be_bytes(payload[8..16].try_into().expect("8 bytes"));
+        if now_ms.saturating_sub(issued) > PAGE_TOKEN_TTL_MS || issued > now_ms + 60_000 {
+            return Err("page_token has expired (10 minutes); list from the first page again");
+        }
+        let handle = String::from_utf8(payload[16..].to_vec())
+            .map_err(|_| "page_token is not a token this service issued")?;
+        Ok((score, handle))
+    }
+}
+
+impl SessionStore {
+    /// The deployment's secret, created in Valkey by the first instance that needs it.
+    pub async fn secret(&self) -> Result<Secret, Error> {
+        self.secret
+            .get_or_try_init(|| async {
+                let mut fresh = [0u8; 32];
+                getrandom::fill(&mut fresh).expect("the OS random number generator failed");
+                let (key, fresh_value) = (&self.secret_key, &fresh);
+                let previous: Value = self
+                    .keyed("set_secret", key, |c| async move {
+                        c.set(
+                            key,
+                            Value::Bytes(fresh_value.to_vec().into()),
+                            None,
+                            Some(SetOptions::NX),
+                            true,
+                        )
+                        .await
+                    })
+                    .await?;
+                let key = match previous {
+                    Value::Null => fresh.to_vec(),
+                    Value::Bytes(b) => b.to_vec(),
+                    Value::String(s) => s.as_bytes().to_vec(),
+                    other => {
+                        return Err(Error::Internal(format!(
+                            "unexpected secret reply {other:?}"
+                        )));
+                    }
+                };
+                let key: [u8; 32] = key.try_into().map_err(|_| {
+                    Error::Internal(format!(
+                        "{} does not hold a 32-byte secret",
+                        self.secret_key
+                    ))
+                })?;
+                Ok(Secret(key))
+            })
+            .await
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_keyed_per_tenant_and_principal() {
+        let a = Secret([1; 32]);
+        let b = Secret([2; 32]);
+        assert_eq!(a.principal_tag("t", "ada"), a.principal_tag("t", "ada"));
+        assert_ne!(a.principal_tag("t", "ada"), a.principal_tag("t", "bob"));
+        assert_ne!(a.principal_tag("t", "ada"), a.principal_tag("u", "ada"));
+        assert_ne!(a.principal_tag("t", "ada"), b.principal_tag("t", "ada"));
+        assert_ne!(a.mac(&[b"ab", b"c"]), a.mac(&[b"a", b"bc"]));
+    }
+
+    #[test]
+    fn page_tokens_are_bound_genuine_and_fresh() {
+        let s = Secret([3; 32]);
+        let cursor = (1_764_115_200_123u64, "h".repeat(22));
+        let now = 1_764_115_300_000;
+        let token = s.page_token("t", "ada", &cursor, now);
+        assert_eq!(
+            s.open_page_token("t", "ada", &token, now + 1000),
+            Ok(cursor)
+        );
+        assert!(
+            s.open_page_token("t", "bob", &token, now).is_err(),
+            "another principal"
+        );
+        assert!(
+            s.open_page_token("u", "ada", &token, now).is_err(),
+            "another tenant"
+        );
+        assert!(
+            s.open_page_token("t", "ada", &token, now + PAGE_TOKEN_TTL_MS + 1)
+                .is_err()
+        );
+        assert!(
+            Secret([4; 32])
+                .open_page_token("t", "ada", &token, now)
+                .is_err()
+        );
+        let mut forged = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        forged[3] ^= 1;
+        let forged = URL_SAFE_NO_PAD.encode(forged);
+        assert!(s.open_page_token("t", "ada", &forged, now).is_err());
+        for garbage in ["", "garbage", "!!!!", &"A".repeat(400)] {
+            assert!(s.open_page_token("t", "ada", garbage, now).is_err());
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The service's view of Valkey: the slot table, a client per node (store/nodes.rs), keeping the
+//! table current, and probing every node for the health check and for failing fast.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use fred::{
+    error::Error as FredError,
+    interfaces::{ClientLike, ClusterInterface},
+    types::{Value, config::Server},
+};
+use futures::future::join_all;
+use tokio::sync::Mutex;
+
+use crate::{
+    nodes::{Node, Nodes, Template},
+    topology::{Table, addr},
+};
+
+/// A connection to a standalone Valkey or to every node of a cluster.
+pub struct Valkey {
+    pub(crate) nodes: Nodes,
+    table: ArcSwap<Table>,
+    /// The URL's nodes: where discovery starts, and falls back to when no known node answers.
+    seeds: Vec<Server>,
+    clustered: bool,
+    /// Whether eventual reads go to replicas (otherwise replicas get no client).
+    replicas: bool,
+    /// TLS server name for nodes announced by IP (`tls_host_mapping = default-host`).
+    tls_name: Option<String>,
+    /// Time allowed for one probe or discovery command.
+    pub(crate) command_timeout: Duration,
+    /// How often the health probe runs: the retry hint of a fail-fast error.
+    pub(crate) probe_every: Duration,
+    refreshing: Mutex<()>,
+    refresh_wanted: AtomicBool,
+}
+
+/// What one health probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Primaries (shards) in the slot table.
+    pub primaries: usize,
+    /// Primaries that answered.
+    pub primaries_up: usize,
+}
+
+impl Probe {
+    /// Whether this instance reaches Valkey at all: at least one shard answers.
+    pub fn reachable(&self) -> bool {
+        self.primaries_up > 0
+    }
+}
+
+impl Valkey {
+    /// A router over `nodes`, starting from the URL's `seeds`; `replicas` gives replicas clients
+    /// of their own (eventual reads), `tls_name` is the TLS name of nodes announced by IP.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        template: Template,
+        seeds: Vec<Server>,
+        clustered: bool,
+        replicas: bool,
+        tls_name: Option<String>,
+        command_timeout: Duration,
+        probe_every: Duration,
+    ) -> Self {
+        let table = if clustered {
+            Table::empty()
+        } else {
+            Table::single(seeds[0].clone())
+        };
+        Self {
+            nodes: Nodes::new(template),
+            table: ArcSwap::from_pointee(table),
+            seeds,
+            clustered,
+            replicas,
+            tls_name,
+            command_timeout,
+            probe_every,
+            refreshing: Mutex::new(()),
+            refresh_wanted: AtomicBool::new(false),
+        }
+    }
+
+    /// The current slot table.
+    pub(crate) fn table(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+
+    /// The TLS server name for a node announced by IP, where one is configured.
+    pub(crate) fn tls_name(&self) -> Option<&str> {
+        self.tls_name.as_deref()
+    }
+
+    /// The nodes of `table` the service keeps clients for: the primaries, and the replicas when
+    /// eventual reads go to them.
+    fn used(&self, table: &Table) -> Vec<Server> {
+        if self.replicas {
+            table.nodes()
+        } else {
+            table.shards().iter().map(|s| s.primary.clone()).collect()
+        }
+    }
+
+    /// Connects to the seeds, discovers the cluster and connects to its nodes; returns once a
+    /// primary is connected or after `wait`, whichever is first, so that a service can start (and
+    /// report NOT_SERVING) while Valkey is still down.
+    pub async fn connect(self: &Arc<Self>, wait: Duration) -> bool {
+        let start = Instant::now();
+        for seed in &self.seeds {
+            if let Err(e) = self.nodes.get(seed) {
+                tracing::warn!(error = %crate::describe(&e), "valkey client could not be built");
+            }
+        }
+        loop {
+            if self.clustered && self.table().shards().is_empty() {
+                let _ = self.refresh().await;
+            }
+            let primaries: Vec<Arc<Node>> = self
+                .table()
+                .shards()
+                .iter()
+                .filter_map(|s| self.nodes.get(&s.primary).ok())
+                .collect();
+            if primaries.iter().any(|n| n.connected()) {
+                // Give the others the rest of the time, together.
+                let left = wait.saturating_sub(start.elapsed());
+                join_all(primaries.iter().map(|n| n.wait_connected(left))).await;
+                return true;
+            }
+            if start.elapsed() >= wait {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Re-reads the slot table (`CLUSTER SLOTS`) from the first node that answers: a known
+    /// primary, a replica, then the URL's nodes. Any surviving node is enough, not only the one
+    /// the URL names. Returns whether the table changed.
+    pub async fn refresh(self: &Arc<Self>) -> Result<bool, FredError> {
+        if !self.clustered {
+            return Ok(false);
+        }
+        let _one_at_a_time = self.refreshing.lock().await;
+        self.refresh_wanted.store(false, Ordering::Relaxed);
+        let current = self.table();
+        let mut candidates: Vec<Server> = self.used(&current);
+        candidates.extend(self.seeds.iter().cloned());
+        // Nodes that answered the last probe first: a hung node would cost a timeout.
+        candidates.sort_by_key(|s| !self.nodes.existing(s).is_none_or(|n| n.is_up()));
+        let mut last = None;
+        for server in candidates {
+            let Some(node) = self
+                .nodes
+                .existing(&server)
+                .or_else(|| self.nodes.get(&server).ok())
+            else {
+                continue;
+            };
+            if !node.connected() {
+                continue;
+            }
+            let asked =
+                tokio::time::timeout(self.command_timeout, node.client().cluster_slots::<Value>())
+                    .await;
+            let reply = match asked {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) => {
+                    last = Some(e);
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let table = match Table::parse(reply, &server.host, self.tls_name()) {
+                Ok(table) if !table.shards().is_empty() => table,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable CLUSTER SLOTS reply");
+                    continue;
+                }
+            };
+            let changed = !table.same_as(&current);
+            if changed {
+                self.install(table).await;
+            }
+            return Ok(changed);
+        }
+        Err(last.unwrap_or_else(|| {
+            FredError::new(
+                fred::error::ErrorKind::IO,
+                "no valkey node answered CLUSTER SLOTS",
+            )
+        }))
+    }
+
+    /// Starts a refresh in the background unless one is running (after a MOVED).
+    pub(crate) fn refresh_soon(self: &Arc<Self>) {
+        if self.refresh_wanted.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let valkey = self.clone();
+        tokio::spawn(async move {
+            let _ = valkey.refresh().await;
+        });
+    }
+
+    async fn install(self: &Arc<Self>, table: Table) {
+        let mut keep = self.used(&table);
+        keep.extend(self.seeds.iter().cloned());
+        for server in &keep {
+            let _ = self.nodes.get(server);
+        }
+        tracing::info!(
+            shards = table.shards().len(),
+            nodes = table.nodes().len(),
+            "valkey topology changed"
+        );
+        let primaries: Vec<_> = table.shards().iter().map(|s| addr(&s.primary)).collect();
+        self.table.store(Arc::new(table));
+        self.nodes.retain(&keep).await;
+        for node in self.nodes.all() {
+            if !primaries.contains(&addr(&node.server)) {
+                node.close_durable().await;
+            }
+        }
+        if self.replicas {
+            self.readonly_replicas();
+        }
+    }
+
+    /// PINGs every node of the table at once. A node is marked down (commands for its slots then
+    /// fail fast) when it is not connected and does not answer, or when it is connected but did
+    /// not answer two probes in a row (hung, or the machine too busy to tell); up again as soon
+    /// as it answers.
+    /// When a primary is down the table is re-read, so a promoted replica takes over as soon as
+    /// the cluster has promoted it.
+    pub async fn probe(self: &Arc<Self>) -> Probe {
+        let table = self.table();
+        let nodes: Vec<Arc<Node>> = self
+            .used(&table)
+            .iter()
+            .filter_map(|s| self.nodes.get(s).ok())
+            .collect();
+        let answers = join_all(nodes.iter().map(|node| async {
+            let started = Instant::now();
+            let ping = tokio::time::timeout(self.command_timeout, node.client().ping::<()>(None));
+            let failure = match ping.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("no answer within the command timeout".to_owned()),
+            };
+            // The same series the probe's single PING fed before it PINGed every node (the
+            // runbook's ValkeyDown queries read them).
+            metrics::histogram!("valkey_command_duration_seconds", "command" => "ping")
+                .record(started.elapsed().as_secs_f64());
+            if failure.is_some() {
+                metrics::counter!("valkey_command_errors_total", "command" => "ping", "kind" => "unavailable")
+                    .increment(1);
+            }
+            let was = node.is_up();
+            node.record_probe(failure.is_none());
+            let up = node.is_up();
+            if was != up {
+                tracing::info!(
+                    node = %format_args!("{}:{}", node.server.host, node.server.port),
+                    up,
+                    error = failure.as_deref().unwrap_or_default(),
+                    "valkey node changed"
+                );
+            }
+            (addr(&node.server), up)
+        }))
+        .await;
+        let up = |server: &Server| {
+            let a = addr(server);
+            answers.iter().any(|(n, up)| *n == a && *up)
+        };
+        let probe = Probe {
+            primaries: table.shards().len(),
+            primaries_up: table.shards().iter().filter(|s| up(&s.primary)).count(),
+        };
+        if self.clustered && (probe.primaries_up < probe.primaries || probe.primaries == 0) {
+            let _ = self.refresh().await;
+        }
+        probe
+    }
+
+    /// Re-reads the table periodically: a replica that appears (a fresh replica is only listed
+    /// once it has data) or returns gets reads again, resharding is seen without a MOVED.
+    pub fn spawn_refresh(self: &Arc<Self>, every: Duration) {
+        if !self.clustered {
+            return;
+        }
+        let valkey = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(valkey) = valkey.upgrade() else {
+                    return;
+                };
+                if let Err(e) = valkey.refresh().await {
+                    tracing::debug!(error = %e, "topology refresh failed");
+                }
+            }
+        });
+    }
+
+    /// The nodes whose writes (or replicated writes) may change what this instance reads: the
+    /// primaries, and the replicas when eventual reads go to them (near cache tracking).
+    pub fn read_nodes(&self) -> Vec<Server> {
+        self.used(&self.table())
+    }
+
+    /// An unconnected RESP3 client to one node, configured like the node clients.
+    pub fn tracking_client(&self, server: &Server) -> Result<fred::clients::Client, FredError> {
+        self.nodes.template().tracking_client(server)
+    }
+
+    /// Closes every connection.
+    pub async fn quit(&self) {
+        self.nodes.quit().await;
+    }
+}
