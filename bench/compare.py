@@ -19,7 +19,7 @@ ROWS = [
     ("service CPU µs per Put", lambda t: t["rpcs"]["put"]["server_cpu_us_per_rpc"], "{:.1f}"),
     ("generator CPU µs per Get", lambda t: t["rpcs"]["get"]["client_cpu_us_per_rpc"], "{:.1f}"),
     ("peak RSS MiB", lambda t: t["peak_rss_kib"] / 1024, "{:.1f}"),
-    # The gRPC floor and the near cache (issue 16); runs before issue 16 have neither.
+    # The gRPC floor and the near cache rows; older result files have neither.
     ("floor Get RPS", lambda t: t["floor"]["get"]["total"]["rps"], "{:,.0f}"),
     ("floor CPU µs per Get", lambda t: t["floor"]["get"]["server_cpu_us_per_rpc"], "{:.1f}"),
     ("Get / floor RPS", lambda t: t["rpcs"]["get"]["total"]["rps"] / t["floor"]["get"]["total"]["rps"], "{:.2f}"),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Every figure of docs/benchmarks.md, measured in one run on this machine (issue 7).
+"""Every figure of docs/benchmarks.md, measured in one run on this machine.
 
 Started by bench/run.sh, which builds the binaries first. For each topology (standalone Valkey,
 and the ElastiCache-Serverless-shaped TLS pair: primary P, replica P+1) it measures
@@ -15,10 +15,10 @@ and the ElastiCache-Serverless-shaped TLS pair: primary P, replica P+1) it measu
      layout for the same data, written with valkey-cli --pipe;
   5. the service's peak RSS (VmHWM);
   6. the cost of security on the hot path: Get over TLS with a bearer token against plaintext
-     without auth, alternating on the same Valkey (issue 13);
-  7. the sessions of a user (issue 15): ListSessions of principals with 10 and with 1,000
+     without auth, alternating on the same Valkey;
+  7. the sessions of a user: ListSessions of principals with 10 and with 1,000
      sessions, RevokeSessions, and the principal index's memory per session;
-  8. the gRPC floor (issue 16): session-floor, the same proto answering from memory, measured
+  8. the gRPC floor: session-floor, the same proto answering from memory, measured
      with the same generator and settings; the near cache: hot Gets, Valkey commands per hot Get,
      the delay from a Put on one instance to another no longer serving the old version, and
      Valkey commands and bytes per 1,000 RPCs of the mixed workload with the cache off and on.
@@ -56,7 +56,7 @@ FLOOR_OPS = ("get", "put", "create")
 LOAD_CURVE = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5)
 LOAD_CURVE_QUICK = (0.25, 0.75, 1.2)
 COUNTED_OPS = ("create", "get", "put", "delete")
-# The session every figure is about: 5 attributes of 100 bytes (issue 7), for both layouts.
+# The session every figure is about: 5 attributes of 100 bytes, for both layouts.
 SESSION = {"value_size": 100, "attributes": 5}
 
 

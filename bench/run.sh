@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One run of every benchmark figure (issue 7): builds the release binaries, then bench/run.py
+# One run of every benchmark figure: builds the release binaries, then bench/run.py
 # starts its own Valkey topologies and service processes on free loopback ports and stops them;
-# bench/plot.py then draws that run's results (issue 18).
+# bench/plot.py then draws that run's results.
 #   bench/run.sh            full run (~12 min on 2 cores), rewrites the table in docs/benchmarks.md
 #                           and the pictures docs/bench/*.png
 #   bench/run.sh --quick    short runs; with --no-doc --check it is the CI smoke test (pictures

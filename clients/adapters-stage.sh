@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI stage for the framework adapters' packages (issue 17): builds each package from source,
+# CI stage for the framework adapters' packages: builds each package from source,
 # installs the built artifact into a clean directory and runs its framework tests there against
 # a real service. (The Rust adapter's tests are Rust tests: tests/tower_sessions_adapter.rs in
 # `cargo test --all-targets`, using the crate by path.)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The adapter rows of the benchmark (issue 17): requests/second of a minimal "read the session,
+"""The adapter rows of the benchmark: requests/second of a minimal "read the session,
 render" handler through each framework adapter, next to the same app on the framework's
 best-known Redis store, on the same Valkey, in the same run.
 

@@ -1,4 +1,4 @@
-"""The ElastiCache access strings of the Terraform module, tried on a real Valkey (issue 13).
+"""The ElastiCache access strings of the Terraform module, tried on a real Valkey.
 
 The module gives the service's cache user an explicit command list on its key prefix and switches
 the default user off. A list that is one command short breaks the service only in the cloud, so

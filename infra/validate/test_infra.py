@@ -1,4 +1,4 @@
-"""Offline checks of infra/ that need no provider, image or cluster (issues 8 and 13).
+"""Offline checks of infra/ that need no provider, image or cluster.
 
 Run by infra/validate/run.sh inside its virtualenv: python -m unittest -v test_infra
 """

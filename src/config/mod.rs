@@ -6,9 +6,11 @@
 //! per profile and its own checks; this module only puts them together.
 
 mod cli;
+mod grpc;
 pub mod reference;
 
 pub use cli::Cli;
+pub use grpc::{GrpcConfig, MetricsConfig};
 
 use std::collections::BTreeMap;
 
@@ -21,12 +23,7 @@ pub use service_kit::{LogFormat, Profile};
 use session_core::{Lifetimes, Limits, SettingError, TenantOverrides};
 use session_store::config::{NearCacheConfig, ValkeyConfig};
 
-use crate::{
-    auth::AuthConfig,
-    runtime::RuntimeConfig,
-    server::{GrpcConfig, MetricsConfig},
-    telemetry::LogConfig,
-};
+use crate::{auth::AuthConfig, runtime::RuntimeConfig, telemetry::LogConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]

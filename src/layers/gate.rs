@@ -3,7 +3,7 @@
 //! ([`admission`]), and its oversized-message status rewritten ([`oversize`]).
 //!
 //! One layer rather than four: each layer boxed its future, and a hot Get paid for four boxes and
-//! for moving four nested futures (docs/benchmarks.md, issue 16). The order is the one the four
+//! for moving four nested futures (docs/benchmarks.md). The order is the one the four
 //! layers had: authentication before admission, so a refused caller never takes a slot.
 
 use std::{

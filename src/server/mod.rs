@@ -3,10 +3,8 @@
 //! (no network), [`Prepared::build`] connects Valkey and binds the port, [`Server::serve`] serves
 //! until the shutdown signal and drains.
 
-mod config;
 mod security;
 
-pub use config::{GrpcConfig, MetricsConfig};
 pub use security::{Security, SecurityError};
 
 use std::{future::Future, net::SocketAddr, sync::Arc};

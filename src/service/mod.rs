@@ -12,7 +12,7 @@ use std::{
 };
 
 use session_core::{
-    Error, HANDLE_LEN, Limits, Session, SessionId, Tenant, Tenants, expiry_ms, now_ms,
+    Error, HANDLE_LEN, Lifetimes, Limits, Session, SessionId, Tenant, Tenants, expiry_ms, now_ms,
 };
 use session_proto::{
     self as proto, Consistency, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
@@ -77,6 +77,29 @@ impl SessionService {
             .get::<Caller>()
             .map(|c| c.tenant.clone())
             .unwrap_or_else(|| self.tenants.default_tenant().clone())
+    }
+
+    /// The idle timeout and absolute lifetime a Create asks for, or the tenant's defaults;
+    /// within the tenant's caps.
+    fn lifetimes(
+        lifetimes: &Lifetimes,
+        idle: Option<prost_types::Duration>,
+        absolute: Option<prost_types::Duration>,
+    ) -> Result<(Duration, Option<Duration>), Error> {
+        let idle = Self::timeout(
+            "idle_timeout",
+            idle,
+            Some(lifetimes.default_idle_timeout),
+            lifetimes.max_idle_timeout,
+        )?
+        .unwrap_or(lifetimes.default_idle_timeout);
+        let absolute = Self::timeout(
+            "absolute_timeout",
+            absolute,
+            lifetimes.default_absolute_timeout,
+            lifetimes.max_absolute_timeout,
+        )?;
+        Ok((idle, absolute))
     }
 
     fn timeout(

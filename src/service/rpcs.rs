@@ -14,19 +14,7 @@ impl SessionService {
         limits.check_principal(&req.principal)?;
         limits.check_entries("attributes", &req.attributes)?;
         limits.check_totals(&req.attributes)?;
-        let idle = Self::timeout(
-            "idle_timeout",
-            req.idle_timeout,
-            Some(lifetimes.default_idle_timeout),
-            lifetimes.max_idle_timeout,
-        )?
-        .unwrap_or(lifetimes.default_idle_timeout);
-        let absolute = Self::timeout(
-            "absolute_timeout",
-            req.absolute_timeout,
-            lifetimes.default_absolute_timeout,
-            lifetimes.max_absolute_timeout,
-        )?;
+        let (idle, absolute) = Self::lifetimes(lifetimes, req.idle_timeout, req.absolute_timeout)?;
 
         // A caller-proposed id (session middleware that picks its own ids): validated, written
         // with NX (never overwrites), its own slot, in no principal's index (docs/adapters.md).

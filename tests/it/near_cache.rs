@@ -1,4 +1,4 @@
-//! The near cache (issue 16) with two service instances on every topology: A caches, B writes.
+//! The near cache with two service instances on every topology: A caches, B writes.
 //! Writes, deletes, rotations, expiry and touch on B are never served stale by A once their
 //! invalidation has arrived; a killed tracking connection empties the cache before any further
 //! hit; memory stays bounded; a server that refuses tracking turns the cache off.

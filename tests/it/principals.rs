@@ -1,4 +1,4 @@
-//! The sessions of a user (issue 15): list, revoke, limit, the index kept right under churn,
+//! The sessions of a user: list, revoke, limit, the index kept right under churn,
 //! expiry and failover, login as one Rotate, and ids of the first form — on standalone, the
 //! serverless-shaped pair and the 3-shard cluster.
 

@@ -1,4 +1,4 @@
-//! The gRPC hop secured (issue 13): TLS and mutual TLS handshakes, certificate rotation on
+//! The gRPC hop secured: TLS and mutual TLS handshakes, certificate rotation on
 //! disk, bearer tokens and caller identities, tenants, and the start-up checks — each against
 //! the real binary and a real valkey-server.
 

@@ -1,4 +1,4 @@
-//! Credentials towards Valkey (issue 13): an ACL user and password from a file on every
+//! Credentials towards Valkey: an ACL user and password from a file on every
 //! connection (replicas and reconnects included), a rotated password, a wrong one, and
 //! ElastiCache IAM tokens rotating under load against a real valkey-server whose ACL password is
 //! changed to each new token.

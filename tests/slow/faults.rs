@@ -1,4 +1,4 @@
-//! Reliability under faults (issue 14): losing the node the URL names, readiness during a
+//! Reliability under faults: losing the node the URL names, readiness during a
 //! single-shard failover (3-shard TLS cluster), failing fast while Valkey is known to be down.
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
-// The net/http app of the gorilla/sessions row of the adapter benchmark (issue 17,
-// bench/adapters/run.py): one program, two stores.
+// The net/http app of the gorilla/sessions row of the adapter benchmark
+// (bench/adapters/run.py): one program, two stores.
 //
 //	gorilla-bench-app -store valkey-sessions -addr 127.0.0.1:50051
 //	gorilla-bench-app -store redistore -addr 127.0.0.1:6379

@@ -1,5 +1,5 @@
-// The Express app of the express-session row of the adapter benchmark (issue 17,
-// bench/adapters/run.py): one program, two stores, installed by run.py into a scratch directory
+// The Express app of the express-session row of the adapter benchmark
+// (bench/adapters/run.py): one program, two stores, installed by run.py into a scratch directory
 // with the `npm pack` tarball of clients/typescript, express, express-session, connect-redis and
 // redis (versions pinned in run.py).
 //

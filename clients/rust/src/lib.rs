@@ -388,6 +388,8 @@ impl SessionStore for ValkeySessionStore {
         ))
     }
 
+    /// Over 80 lines on purpose: the optimistic-concurrency loop (base, delta, Put, on conflict
+    /// re-read and merge) is one algorithm, documented at the top of this file.
     async fn save(&self, record: &Record) -> Result<()> {
         let id = record.id.to_string();
         let mine = app_data(record);

@@ -1,4 +1,4 @@
-//! `session-floor`: the gRPC floor of the benchmark (issue 16). The same `SessionService` proto on
+//! `session-floor`: the gRPC floor of the benchmark. The same `SessionService` proto on
 //! tonic's defaults, answering from memory with a canned session of the benchmark's shape: what
 //! any gRPC session service costs on this machine before it touches Valkey. bench/run.sh measures
 //! it with the same generator and settings as the real service and states every row's ratio to it.

@@ -214,6 +214,50 @@ impl SessionStore {
         } else {
             SessionId::generate_in(&self.principal_tag(tenant, &principal).await?)
         };
+        let (old_keys, new, stored) = self
+            .seal(tenant, old, new, &principal, expected_version)
+            .await?;
+        let mut session = codec::decode(new.clone(), &stored)?;
+        let now = now_ms();
+        session.version += 1;
+        session.last_accessed_at_ms = now;
+        session.principal = principal.clone();
+        if let Err(e) = change(&mut session) {
+            self.unseal(&old_keys, old, &new, now).await;
+            return Err(e);
+        }
+        let created = if principal.is_empty() {
+            self.create(tenant, &session).await
+        } else {
+            self.create_indexed(tenant, &session).await
+        };
+        match created {
+            Ok(true) => Ok(session),
+            // Already written by the attempt that sealed: this retry completes nothing new.
+            Ok(false) => match self.get(tenant, &new, true).await?.0 {
+                Some(done) => Ok(std::sync::Arc::unwrap_or_clone(done)),
+                None => Err(Error::NotFound),
+            },
+            Err(e @ Error::LimitExceeded(_)) => {
+                self.unseal(&old_keys, old, &new, now).await;
+                Err(e)
+            }
+            // Unavailable part-way: the old id is sealed; retrying the same call completes it.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Seals the old id (the first step of a move): the old key then forwards to `new`. Returns
+    /// the old id's keys, the id the session moves to (that of an earlier, unfinished move of
+    /// the same principal, if any) and the stored session.
+    async fn seal(
+        &self,
+        tenant: &Tenant,
+        old: &SessionId,
+        new: SessionId,
+        principal: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(Vec<String>, SessionId, Vec<u8>), Error> {
         // An id of the first form has no index: a key of its slot that never exists stands in.
         let old_keys = vec![
             tenant.keys.session(old),
@@ -232,7 +276,7 @@ impl SessionStore {
                     optional(expected_version),
                     Value::from(old.handle()),
                     Value::from(new.as_str()),
-                    Value::from(principal.as_str()),
+                    Value::from(principal),
                 ],
                 |r: &Vec<Value>| code(r) == Some(1),
             )
@@ -260,54 +304,26 @@ impl SessionStore {
             Some(-1) => return Err(conflict(expected_version, &reply)),
             _ => return Err(unexpected("seal", &reply)),
         };
-        let mut session = codec::decode(new.clone(), &stored)?;
-        let now = now_ms();
-        session.version += 1;
-        session.last_accessed_at_ms = now;
-        session.principal = principal.clone();
-        let unseal = |store: &Self| {
-            let store = store.clone();
-            let keys = old_keys.clone();
-            let args = vec![
-                Value::from(new.as_str()),
-                Value::from(old.handle()),
-                Value::from(now as i64),
-            ];
-            async move {
-                let _: Result<i64, _> = store
-                    .eval_write(
-                        "evalsha_unseal",
-                        &store.scripts.unseal,
-                        &keys,
-                        args,
-                        |n: &i64| *n > 0,
-                    )
-                    .await;
-            }
-        };
-        if let Err(e) = change(&mut session) {
-            unseal(self).await;
-            return Err(e);
-        }
-        let created = if principal.is_empty() {
-            self.create(tenant, &session).await
-        } else {
-            self.create_indexed(tenant, &session).await
-        };
-        match created {
-            Ok(true) => Ok(session),
-            // Already written by the attempt that sealed: this retry completes nothing new.
-            Ok(false) => match self.get(tenant, &new, true).await?.0 {
-                Some(done) => Ok(std::sync::Arc::unwrap_or_clone(done)),
-                None => Err(Error::NotFound),
-            },
-            Err(e @ Error::LimitExceeded(_)) => {
-                unseal(self).await;
-                Err(e)
-            }
-            // Unavailable part-way: the old id is sealed; retrying the same call completes it.
-            Err(e) => Err(e),
-        }
+        Ok((old_keys, new, stored))
+    }
+
+    /// Undoes a seal whose move cannot complete, so the old id keeps working; best effort (the
+    /// caller reports the error that stopped the move, not this one's).
+    async fn unseal(&self, old_keys: &[String], old: &SessionId, new: &SessionId, now: u64) {
+        let args = vec![
+            Value::from(new.as_str()),
+            Value::from(old.handle()),
+            Value::from(now as i64),
+        ];
+        let _: Result<i64, _> = self
+            .eval_write(
+                "evalsha_unseal",
+                &self.scripts.unseal,
+                old_keys,
+                args,
+                |n: &i64| *n > 0,
+            )
+            .await;
     }
 
     /// One page of a principal's sessions.

@@ -138,6 +138,9 @@ pub struct Load {
 
 impl Load {
     /// Starts the load; each worker takes every `workers`-th session in turn.
+    ///
+    /// Over 80 lines on purpose: the worker's loop (pick, write or read, record the outcome) is
+    /// one model step of the fault tests and is read as one.
     pub fn start(client: &Client, ids: Vec<String>, workers: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(Mutex::new(Vec::new()));

@@ -64,6 +64,8 @@ impl Deployment {
         Self::cluster_of(shape, shards, &[])
     }
 
+    /// Over 80 lines on purpose: the cluster is built in the order Valkey needs (certificates,
+    /// nodes, slots, meet, replicate, cluster_state:ok, replicas listed), one step after another.
     fn cluster_of(shape: Shape, shards: usize, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let hostnames = shape == Shape::ServerlessHostnames;

@@ -80,18 +80,7 @@ impl Valkey {
         while redirects < MAX_ATTEMPTS {
             let (node, client, result) = match &to {
                 None => {
-                    let table = self.table();
-                    let Some((_, shard)) = table.shard(slot) else {
-                        self.refresh_soon();
-                        return Err(self.down(format!("no valkey node serves slot {slot} yet")));
-                    };
-                    let node = self.nodes.get(&shard.primary)?;
-                    if !node.is_up() {
-                        return Err(self.down(format!(
-                            "the primary serving this session ({}:{}) did not answer the health probe",
-                            node.server.host, node.server.port
-                        )));
-                    }
+                    let node = self.owner(slot)?;
                     let client = lane_client(&node, lane).await?;
                     let result = call(client.clone()).await;
                     (node, client, result)
@@ -105,16 +94,8 @@ impl Valkey {
                 }
                 Some((Redirect::Ask, server)) => {
                     let node = self.nodes.get(server)?;
-                    let asking = node.asking().await?;
-                    let _together = asking.lock.lock().await;
-                    let command =
-                        CustomCommand::new_static("ASKING", ClusterHash::Custom(slot), false);
-                    asking
-                        .client
-                        .custom::<Value, Value>(command, Vec::new())
-                        .await?;
-                    let result = call(asking.client.clone()).await;
-                    (node.clone(), asking.client.clone(), result)
+                    let (client, result) = ask(&node, slot, &call).await?;
+                    (node, client, result)
                 }
             };
             match result {
@@ -196,6 +177,23 @@ impl Valkey {
         }
     }
 
+    /// The primary that owns `slot` in the slot table, unless the health probe found it down.
+    fn owner(self: &Arc<Self>, slot: u16) -> Result<Arc<Node>, RouteError> {
+        let table = self.table();
+        let Some((_, shard)) = table.shard(slot) else {
+            self.refresh_soon();
+            return Err(self.down(format!("no valkey node serves slot {slot} yet")));
+        };
+        let node = self.nodes.get(&shard.primary)?;
+        if !node.is_up() {
+            return Err(self.down(format!(
+                "the primary serving this session ({}:{}) did not answer the health probe",
+                node.server.host, node.server.port
+            )));
+        }
+        Ok(node)
+    }
+
     fn down(&self, what: String) -> RouteError {
         RouteError::Down {
             what,
@@ -217,6 +215,28 @@ impl Valkey {
             }
         }
     }
+}
+
+/// Sends `ASKING` and then the command on `node`'s ASK connection, under its lock so that
+/// nothing comes between them; returns the client and the command's result.
+async fn ask<T, F, Fut>(
+    node: &Node,
+    slot: u16,
+    call: &F,
+) -> Result<(Client, Result<T, FredError>), FredError>
+where
+    F: Fn(Client) -> Fut,
+    Fut: Future<Output = Result<T, FredError>>,
+{
+    let asking = node.asking().await?;
+    let _together = asking.lock.lock().await;
+    let command = CustomCommand::new_static("ASKING", ClusterHash::Custom(slot), false);
+    asking
+        .client
+        .custom::<Value, Value>(command, Vec::new())
+        .await?;
+    let result = call(asking.client.clone()).await;
+    Ok((asking.client.clone(), result))
 }
 
 /// The client of `node` for `lane`.

@@ -1,7 +1,7 @@
 //! A minimal reproduction, with fred alone (no valkey-sessions code), of the slot-migration
-//! defect of fred 10.1.0 that `src/store/route.rs` works around. Ignored: it FAILS with fred
+//! defect of fred 10.1.0 that this crate (route.rs) works around. Ignored: it FAILS with fred
 //! 10.1.0 and documents why; run it against a newer fred with
-//! `cargo test --test fred_slot_migration -- --ignored --nocapture` (RUST_LOG=fred=debug shows
+//! `cargo test -p valkey-router --test fred_follows_ask -- --ignored --nocapture` (RUST_LOG=fred=debug shows
 //! fred's own account).
 //!
 //! The cause, read in fred 10.1.0's source and confirmed by this test's counters:
@@ -60,7 +60,7 @@ fn fred_client(d: &Deployment) -> Client {
 }
 
 #[tokio::test]
-#[ignore = "fails with fred 10.1.0: the reproduction of the defect src/store/route.rs works around"]
+#[ignore = "fails with fred 10.1.0: the reproduction of the defect this crate works around"]
 async fn fred_alone_recovers_a_key_whose_slot_is_migrated_under_load() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))

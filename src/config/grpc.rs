@@ -1,4 +1,5 @@
-//! The `grpc` configuration section: the gRPC port, its limits and its security.
+//! The `grpc` and `metrics` configuration sections: the ports the service listens on, their
+//! limits and their security.
 
 use std::{net::SocketAddr, time::Duration};
 
