@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 17: the adapter benchmark's harness (bench/adapters/run.py) runs end to end: the Express
+# The adapter benchmark's harness (bench/adapters/run.py) runs end to end: the Express
 # and gorilla apps, each on our adapter and on its Redis store, 1 s per side on the debug service
 # the tests built. It checks the instrument (apps start, sessions read back, wrk drives them, no
 # error responses, a row per framework), never the figures. The axum app (a release build of its

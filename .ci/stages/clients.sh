@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
-# Issue 6: every client (Python, TypeScript, Go, Java) against one running service; buf lint/breaking.
+# Every client (Python, TypeScript, Go, Java) against one running service; buf lint/breaking.
 set -euo pipefail
 exec bash clients/ci-stage.sh

@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
-# Issue 5: the gateway in headless Chromium and under schemathesis, against real processes.
+# The gateway in headless Chromium and under schemathesis, against real processes.
 set -euo pipefail
 exec bash tests/gateway-e2e/run.sh

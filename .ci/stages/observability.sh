@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 18: the alert rules (promtool check and test), the dashboard's queries, and every metric
+# The alert rules (promtool check and test), the dashboard's queries, and every metric
 # name they use against a live scrape of the service.
 set -euo pipefail
 exec bash infra/observability/check/run.sh

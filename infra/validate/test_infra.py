@@ -313,7 +313,7 @@ resource "aws_vpc_security_group_ingress_rule" "cache_from_anywhere" {
 
 
 class CacheAccess(unittest.TestCase):
-    """Issue 13: who may use a connection to the cache, and as whom."""
+    """Who may use a connection to the cache, and as whom."""
 
     def setUp(self):
         documents = parse_dir(MODULE)
@@ -423,7 +423,7 @@ def render_heredoc(text, values):
 
 
 class GrpcHop(unittest.TestCase):
-    """Issue 13: clients -TLS-> load balancer -TLS-> tasks, callers with bearer tokens."""
+    """Clients -TLS-> load balancer -TLS-> tasks, callers with bearer tokens."""
 
     def setUp(self):
         documents = parse_dir(MODULE)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 18: every check of infra/observability, in one run (stage `observability` of ./dev test):
+# Every check of infra/observability, in one run (stage `observability` of ./dev test):
 #   1. promtool check rules and promtool test rules (rules.yaml, rules.test.yaml);
 #   2. unit tests: alert metadata and runbook anchors, a firing and a quiet case for every alerting
 #      rule (proved by mutating the rule), dashboard structure, every panel query parsed by

@@ -39,13 +39,13 @@ locals {
   #                SETRANGE, PEXPIREAT (Valkey checks script calls against the caller's ACL too)
   #   scripts:     EVALSHA, and SCRIPT LOAD at start-up and after NOSCRIPT; no EVAL (nothing sends it)
   #   index:       inside the scripts, a principal's sorted set of sessions: EXISTS, ZADD, ZREM,
-  #                ZCARD, ZRANGE, ZPOPMIN, ZSCORE, PEXPIRETIME (issue 15); WAIT after a
+  #                ZCARD, ZRANGE, ZPOPMIN, ZSCORE, PEXPIRETIME; WAIT after a
   #                revocation, so the replica has it before the call returns
   #   connection:  AUTH (every connection, and again with each refreshed IAM token), HELLO (RESP3
   #                clients), PING (health), READONLY (replica connections on 6380)
   #   topology:    CLUSTER SLOTS (routing), CLUSTER INFO (fred's cluster_state check on connect),
-  #                ASKING (following an ASK redirection while a slot migrates, issue 14)
-  #   near cache:  CLIENT TRACKING (BCAST invalidations on the prefix, issue 16)
+  #                ASKING (following an ASK redirection while a slot migrates)
+  #   near cache:  CLIENT TRACKING (BCAST invalidations on the prefix)
   #   setup:       CLIENT ID and INFO (fred reads its connection id and the server version on
   #                connect; without them it logs a warning per connection)
   # Keys: only the service's prefix (tenant prefixes live under it). No other key, no pub/sub
