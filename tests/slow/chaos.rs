@@ -13,7 +13,7 @@
 //!
 //! Seeded: the seed is printed; `CHAOS_SEED=<n>` replays the same operations and faults (the
 //! timing of real processes differs from run to run). `CHAOS_DURATION=10m` for a long run by
-//! hand (default 20s, the CI run). See docs/cloud.md for the figures of a long run.
+//! hand (default 20s, the CI run). See docs/reliability.md for the figures of a long run.
 
 use std::{
     collections::{HashMap, HashSet},

@@ -3,9 +3,9 @@
 //! `SOAK_FAULT_EVERY` (default 60s): a replica killed and restarted, a primary killed (failover)
 //! and restarted, a primary frozen for a second. Samples the service's RSS, open file
 //! descriptors, `grpc_connections` and the connections the Valkey nodes see, every 10 s; at the
-//! end they must be where they were once warm. Figures: docs/benchmarks.md.
+//! end they must be where they were once warm. Figures: docs/reliability.md.
 //!
-//! `cargo test --test soak -- --ignored --nocapture` (SOAK_DURATION=2m for a short run).
+//! `cargo test --test slow -- soak:: --ignored --nocapture` (SOAK_DURATION=2m for a short run).
 
 use std::{
     sync::{

@@ -1,5 +1,5 @@
 -- Creates a session of a principal and indexes it, enforcing the principal's session limit, all
--- in the slot of the principal's tag (layout: src/store/codec.rs, docs/key-layout.md).
+-- in the slot of the principal's tag (layout: codec.rs, docs/key-layout.md).
 -- KEYS[1] session key   KEYS[2] the principal's index (sorted set of handles by last activity)
 -- ARGV[1] blob   ARGV[2] expiry (ms)   ARGV[3] handle   ARGV[4] now (ms)
 -- ARGV[5] session limit (0 = none)   ARGV[6] 'revoke' (oldest) or 'reject' at the limit

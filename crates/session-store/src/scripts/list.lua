@@ -1,4 +1,4 @@
--- One page of a principal's sessions, newest activity first (layout: src/store/codec.rs).
+-- One page of a principal's sessions, newest activity first (layout: codec.rs).
 -- Entries whose session expired, was deleted or moved are removed from the index on the way.
 -- KEYS[1] the principal's index
 -- ARGV[1] key prefix of the slot's sessions   ARGV[2] page size   ARGV[3] cursor score or ''

@@ -1,4 +1,4 @@
--- Applies one Put delta to a session atomically (layout: src/store/codec.rs).
+-- Applies one Put delta to a session atomically (layout: codec.rs).
 -- KEYS[1] session key
 -- ARGV[1] now (ms)   ARGV[2] expected version or ''   ARGV[3] max session bytes
 -- ARGV[4] max attributes   ARGV[5] new idle timeout (ms) or ''

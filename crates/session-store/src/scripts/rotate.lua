@@ -1,5 +1,5 @@
 -- Moves a session to a new id in the same slot, atomically: the new key is written, the old one
--- deleted and the index entry renamed in one step (layout: src/store/codec.rs).
+-- deleted and the index entry renamed in one step (layout: codec.rs).
 -- KEYS[1] old key   KEYS[2] new key   KEYS[3] index of the slot's principal
 -- ARGV[1] now (ms)   ARGV[2] expected version or ''   ARGV[3] old handle   ARGV[4] new handle
 -- ARGV[5] '' to keep the principal, or '=' followed by the principal (of this slot's tag, or '')

@@ -1,4 +1,4 @@
--- Refreshes a session's expiry after a read (layout: src/store/codec.rs).
+-- Refreshes a session's expiry after a read (layout: codec.rs).
 -- Never creates a key, so a deleted or expired session cannot come back, and never moves the
 -- expiry past the absolute cap or backwards.
 -- KEYS[1] session key   ARGV[1] now (ms)
