@@ -23,6 +23,15 @@ pub(super) fn status(e: Error) -> Status {
             ),
         ),
         Error::LimitExceeded(_) => Status::resource_exhausted(message),
+        Error::OutOfMemory(_) => Status::with_error_details(
+            tonic::Code::ResourceExhausted,
+            message,
+            ErrorDetails::with_error_info(
+                ErrorReason::ValkeyOutOfMemory.reason(),
+                proto::ERROR_DOMAIN,
+                [],
+            ),
+        ),
         Error::Unavailable(_) => Status::unavailable(message),
         Error::NotReplicated { timeout, .. } => Status::with_error_details(
             tonic::Code::Unavailable,

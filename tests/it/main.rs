@@ -3,6 +3,7 @@
 //! in `tests/slow`.
 
 mod api;
+mod capacity;
 mod cloud;
 mod durability;
 mod expiry;

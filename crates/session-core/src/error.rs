@@ -30,6 +30,14 @@ pub enum Error {
     /// The session would exceed a size or count limit; the message names the limit.
     #[error("{0}")]
     LimitExceeded(String),
+    /// Valkey refused a write because it is at its memory limit (`maxmemory`, `noeviction`):
+    /// nothing was written; reads keep working.
+    #[error(
+        "valkey is out of memory and refused the write; nothing was written and reads still \
+         work. Operators: raise the cache's memory limit, or lower session sizes, idle timeouts \
+         or sessions per principal (docs/capacity.md); {0}"
+    )]
+    OutOfMemory(String),
     /// Valkey could not be reached or did not answer in time.
     #[error("valkey unavailable: {0}; retry with backoff")]
     Unavailable(String),

@@ -556,6 +556,7 @@ async fn timed<T, E: Into<RouteError>>(
         let kind = match error {
             Error::Unavailable(_) => "unavailable",
             Error::Unreachable { .. } => "fail_fast",
+            Error::OutOfMemory(_) => "out_of_memory",
             _ => "other",
         };
         metrics::counter!("valkey_command_errors_total", "command" => command, "kind" => kind)
@@ -577,6 +578,9 @@ fn map_err(e: fred::error::Error) -> Error {
         | ErrorKind::Cluster
         | ErrorKind::Routing
         | ErrorKind::Tls => Error::Unavailable(e.to_string()),
+        // A write at `maxmemory` under `noeviction`; from a script, the error names the script
+        // after the same text.
+        _ if is_out_of_memory(&e) => Error::OutOfMemory(e.details().to_owned()),
         _ if e.details().starts_with("CLUSTERDOWN")
             || e.details().starts_with("LOADING")
             || e.details().starts_with("TRYAGAIN")
@@ -588,9 +592,32 @@ fn map_err(e: fred::error::Error) -> Error {
     }
 }
 
+/// Whether Valkey refused a command for memory (`OOM command not allowed when used memory >
+/// 'maxmemory'`).
+fn is_out_of_memory(e: &fred::error::Error) -> bool {
+    e.details().starts_with("OOM ") || e.details().contains("OOM command not allowed")
+}
+
 #[cfg(test)]
 mod tests {
     use super::ReadSource;
+
+    #[test]
+    fn an_oom_refusal_is_out_of_memory_not_internal() {
+        use fred::error::{Error as FredError, ErrorKind};
+        for text in [
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "ERR Error running script (call to f_0123): @user_script:12: OOM command not allowed when used memory > 'maxmemory'.",
+        ] {
+            let mapped = super::map_err(FredError::new(ErrorKind::Unknown, text));
+            assert!(
+                matches!(mapped, session_core::Error::OutOfMemory(_)),
+                "{text}: {mapped:?}"
+            );
+        }
+        let other = super::map_err(FredError::new(ErrorKind::Unknown, "ERR wrong number"));
+        assert!(matches!(other, session_core::Error::Internal(_)));
+    }
 
     #[test]
     fn read_sources_are_listed_in_discriminant_order() {

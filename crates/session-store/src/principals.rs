@@ -238,7 +238,8 @@ impl SessionStore {
                 Some(done) => Ok(std::sync::Arc::unwrap_or_clone(done)),
                 None => Err(Error::NotFound),
             },
-            Err(e @ Error::LimitExceeded(_)) => {
+            // Refused, nothing of the new session written: the old id works again.
+            Err(e @ (Error::LimitExceeded(_) | Error::OutOfMemory(_))) => {
                 self.unseal(&old_keys, old, &new, now).await;
                 Err(e)
             }

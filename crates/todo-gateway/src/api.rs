@@ -216,7 +216,7 @@ pub async fn logout(State(state): State<AppState>, cookies: Cookies) -> Result<R
         BodyErrors,
         CsrfErrors,
         (status = 409, description = "The user is at the service's session limit and the service refuses more (sessions.on_limit = \"reject\")", body = ErrorBody),
-        (status = 503, description = "The session service is unavailable; retry after the Retry-After delay", body = ErrorBody),
+        (status = 503, description = "The session service is unavailable, or the session store is full; retry after the Retry-After delay", body = ErrorBody),
     )
 )]
 pub async fn login(
@@ -249,7 +249,7 @@ pub async fn login(
     responses(
         (status = 200, description = "The signed-in user's sessions (the 100 most recently active)", body = UserSessions),
         (status = 401, description = "This browser is not signed in", body = ErrorBody),
-        (status = 503, description = "The session service is unavailable; retry after the Retry-After delay", body = ErrorBody),
+        (status = 503, description = "The session service is unavailable, or the session store is full; retry after the Retry-After delay", body = ErrorBody),
     )
 )]
 pub async fn list_sessions(
@@ -277,7 +277,7 @@ pub async fn list_sessions(
         (status = 200, description = "The other sessions are ended", body = Revoked),
         (status = 401, description = "This browser is not signed in", body = ErrorBody),
         CsrfErrors,
-        (status = 503, description = "The session service is unavailable; retry after the Retry-After delay", body = ErrorBody),
+        (status = 503, description = "The session service is unavailable, or the session store is full; retry after the Retry-After delay", body = ErrorBody),
     )
 )]
 pub async fn logout_other_sessions(
@@ -300,7 +300,7 @@ pub async fn logout_other_sessions(
         (status = 401, description = "This browser is not signed in", body = ErrorBody),
         CsrfErrors,
         (status = 404, description = "The signed-in user has no session with this handle", body = ErrorBody),
-        (status = 503, description = "The session service is unavailable; retry after the Retry-After delay", body = ErrorBody),
+        (status = 503, description = "The session service is unavailable, or the session store is full; retry after the Retry-After delay", body = ErrorBody),
     )
 )]
 pub async fn revoke_session(

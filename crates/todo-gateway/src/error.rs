@@ -39,6 +39,12 @@ pub enum ApiError {
     /// The session service is unreachable, overloaded or too slow.
     #[error("session service unavailable: {0}")]
     Unavailable(String),
+    /// The session store is full (Valkey refused the write for memory): the change was not
+    /// saved and the session is intact.
+    #[error(
+        "the session store is full: your change was not saved, your session is intact; try again later"
+    )]
+    StorageFull,
     /// The session service answered something the gateway cannot use.
     #[error("session service error: {0}")]
     Upstream(String),
@@ -70,7 +76,7 @@ pub enum SessionErrors {
     /// See [`ApiError::Unavailable`].
     #[response(
         status = 503,
-        description = "The session service is unavailable; retry after the Retry-After delay"
+        description = "The session service is unavailable, or the session store is full; retry after the Retry-After delay"
     )]
     Unavailable(ErrorBody),
 }
@@ -128,6 +134,7 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::StorageFull => (StatusCode::SERVICE_UNAVAILABLE, "storage_full"),
             Self::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
         }
     }
@@ -172,6 +179,11 @@ impl From<JsonRejection> for ApiError {
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         use tonic::Code;
+        use tonic_types::StatusExt;
+        let reason = status.get_details_error_info().map(|info| info.reason);
+        if reason.as_deref() == Some(session_proto::ErrorReason::ValkeyOutOfMemory.reason()) {
+            return Self::StorageFull;
+        }
         match status.code() {
             Code::Unavailable
             | Code::DeadlineExceeded

@@ -618,6 +618,49 @@ async fn an_unavailable_session_service_is_a_503_never_a_hang() {
     assert_eq!(live.status(), StatusCode::OK);
 }
 
+/// Valkey full (`noeviction` at `maxmemory`): a change is a 503 that says so, the browser keeps
+/// its cookie and its session, and nothing was lost once memory is back.
+#[tokio::test]
+async fn a_full_session_store_is_a_503_and_the_browser_keeps_its_session() {
+    let stack = Stack::start();
+    let web = browser();
+    let first = web.get(stack.url("/todos")).send().await.unwrap();
+    let (id, _) = set_cookie(&first).expect("a session");
+    let todos = json_of(first).await;
+    stack
+        .valkey
+        .cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    stack.valkey.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+
+    let add = web
+        .post(stack.url("/todos"))
+        .json(&json!({"title": "not now", "description": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        set_cookie(&add).is_none(),
+        "the cookie is neither replaced nor cleared"
+    );
+    let body = assert_error(add, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["error"], "storage_full", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not saved"),
+        "{body}"
+    );
+    let read = web.get(stack.url("/todos")).send().await.unwrap();
+    assert_eq!(read.status(), StatusCode::OK, "reads keep working");
+    assert!(set_cookie(&read).is_none(), "no fresh session while full");
+    assert_eq!(json_of(read).await, todos);
+
+    stack.valkey.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(
+        stack.stored(&id).await.unwrap(),
+        todos,
+        "the session is intact"
+    );
+}
+
 #[tokio::test]
 async fn the_page_and_the_openapi_document_are_served() {
     let stack = Stack::start();

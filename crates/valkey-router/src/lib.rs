@@ -9,6 +9,7 @@
 
 mod error;
 mod lua;
+mod memory;
 mod nodes;
 mod route;
 mod topology;

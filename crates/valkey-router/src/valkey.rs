@@ -242,7 +242,8 @@ impl Valkey {
     /// not answer two probes in a row (hung, or the machine too busy to tell); up again as soon
     /// as it answers.
     /// When a primary is down the table is re-read, so a promoted replica takes over as soon as
-    /// the cluster has promoted it.
+    /// the cluster has promoted it. A node that answers also reports its memory and evictions
+    /// (memory.rs).
     pub async fn probe(self: &Arc<Self>) -> Probe {
         let table = self.table();
         let nodes: Vec<Arc<Node>> = self
@@ -265,6 +266,9 @@ impl Valkey {
             if failure.is_some() {
                 metrics::counter!("valkey_command_errors_total", "command" => "ping", "kind" => "unavailable")
                     .increment(1);
+            }
+            if failure.is_none() {
+                crate::memory::record(node, self.command_timeout).await;
             }
             let was = node.is_up();
             node.record_probe(failure.is_none());
