@@ -19,7 +19,9 @@ fn main() {
             println!("cargo:rerun-if-changed={dir}/{head}");
         }
     }
-    println!("cargo:rustc-env=VALKEY_SESSIONS_COMMIT={commit}");
+    // Not under VALKEY_SESSIONS_: cargo also sets this variable for `cargo run` and `cargo test`,
+    // where the configuration would read it as a key.
+    println!("cargo:rustc-env=SERVICE_BUILD_COMMIT={commit}");
 }
 
 fn git(args: &[&str]) -> Option<String> {

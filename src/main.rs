@@ -43,7 +43,7 @@ async fn serve(config: Config) -> ExitCode {
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        commit = env!("VALKEY_SESSIONS_COMMIT"),
+        commit = env!("SERVICE_BUILD_COMMIT"),
         profile = ?config.profile,
         "valkey-sessions starting"
     );
