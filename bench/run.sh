@@ -15,10 +15,12 @@ bench/.venv/bin/pip install -q --disable-pip-version-check -r bench/requirements
 profile=${BENCH_PROFILE:-release}
 flag=()
 [ "$profile" = release ] && flag=(--release)
-# -p, not --workspace: features are unified only across these two packages, as a deployment
-# builds them (with --workspace, the adapter crate's tower-sessions turns on tracing's `log`
-# feature in every binary).
-cargo build --locked "${flag[@]}" -p valkey-sessions -p session-bench --bin valkey-sessions --bin session-bench --bin health-probe --bin session-floor
+# Release figures come from the two packages alone, built as a deployment builds them: with
+# --workspace, the adapter crate's tower-sessions turns tracing's `log` feature on in every
+# binary. The debug smoke run (CI) reuses what `cargo test --workspace` built.
+select=(-p valkey-sessions -p session-bench)
+[ "$profile" = release ] || select=(--workspace)
+cargo build --locked "${flag[@]}" "${select[@]}" --bin valkey-sessions --bin session-bench --bin health-probe --bin session-floor
 python3 bench/run.py --profile "$profile" "$@"
 out=docs/bench
 [[ " $* " == *" --no-doc "* ]] && out=target/bench/plots
