@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs COMMAND... with a throwaway Valkey and valkey-sessions on free ports, SESSION_SERVICE_ADDR
-# set to the service; stops both (only the processes it started) when COMMAND ends.
+# set to the service and SESSION_SERVICE_VALKEY_PORT to its Valkey; stops both (only the processes it started) when COMMAND ends.
 #
 #   SESSION_SERVICE_BIN   the service binary (default target/debug/valkey-sessions, or
 #                         $CARGO_TARGET_DIR/debug/valkey-sessions; built if missing)
@@ -28,6 +28,8 @@ for _ in $(seq 1 100); do
   valkey-cli -p "$valkey_port" ping 2>/dev/null | grep -q PONG && break
   sleep 0.1
 done
+valkey-cli -p "$valkey_port" ping 2>/dev/null | grep -q PONG ||
+  { echo "with-service: valkey-server did not start:" >&2; cat "$work/valkey.log" >&2; exit 1; }
 VALKEY_URL="redis://127.0.0.1:$valkey_port" GRPC_LISTEN="127.0.0.1:$grpc_port" \
   METRICS_LISTEN="127.0.0.1:$metrics_port" "$bin" > "$work/service.log" 2>&1 &
 service_pid=$!
@@ -37,6 +39,8 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 export SESSION_SERVICE_ADDR="127.0.0.1:$grpc_port"
+# The Valkey behind it, for tests that change its settings (storage full: `maxmemory`).
+export SESSION_SERVICE_VALKEY_PORT="$valkey_port"
 echo "with-service: valkey on :$valkey_port, service on $SESSION_SERVICE_ADDR"
 status=0
 "$@" || status=$?

@@ -14,7 +14,7 @@ use reqwest::cookie::CookieStore;
 use session_proto::{DeleteRequest, GetRequest};
 use test_support::{Deployment, Service, Shape};
 use tower_sessions::{Expiry, Session, SessionManagerLayer, session::Id};
-use tower_sessions_valkey_sessions::ValkeySessionStore;
+use tower_sessions_valkey_sessions::{STORAGE_FULL_MESSAGE, ValkeySessionStore, is_storage_full};
 
 type Failure = (StatusCode, String);
 
@@ -83,6 +83,26 @@ async fn big(session: Session) -> Result<&'static str, Failure> {
     Ok("stored")
 }
 
+/// `/saved/items/{item}`: adds an item and saves before answering, so that a refusal of the
+/// write reaches the handler (the pattern the crate documents for a 503 when storage is full).
+async fn add_and_save(session: Session, Path(item): Path<String>) -> Result<String, Failure> {
+    let mut items: Vec<String> = session
+        .get("items")
+        .await
+        .map_err(fail)?
+        .unwrap_or_default();
+    items.push(item);
+    session.insert("items", &items).await.map_err(fail)?;
+    session.save().await.map_err(|e| {
+        if is_storage_full(&e) {
+            (StatusCode::SERVICE_UNAVAILABLE, STORAGE_FULL_MESSAGE.into())
+        } else {
+            fail(e)
+        }
+    })?;
+    Ok(items.join(","))
+}
+
 /// The app, on a free port, with its session layer on `store`.
 async fn serve(store: ValkeySessionStore, idle: time::Duration) -> String {
     let layer = SessionManagerLayer::new(store)
@@ -96,6 +116,7 @@ async fn serve(store: ValkeySessionStore, idle: time::Duration) -> String {
         .route("/logout", post(logout))
         .route("/unserializable", post(unserializable))
         .route("/big", post(big))
+        .route("/saved/items/{item}", post(add_and_save))
         .layer(layer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -344,6 +365,38 @@ async fn attributes_that_cannot_be_stored_are_clear_errors() {
     let (status, _) = b.post("/big").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(b.get("/").await.1, "user=- items=apple");
+}
+
+/// Valkey at its memory limit (`maxmemory` below what it holds, `noeviction`): a write is a 503
+/// with a clear body, the cookie is neither replaced nor cleared, and the session keeps what it
+/// had; once memory is back, the same write succeeds.
+#[tokio::test]
+async fn storage_full_is_a_503_and_the_session_is_kept() {
+    let (d, _service, base) = setup(time::Duration::minutes(30)).await;
+    let b = Browser::new(&base);
+    assert_eq!(b.post("/saved/items/apple").await.1, "apple");
+    let id = b.id().unwrap();
+    let valkey = &d.nodes[0];
+    valkey.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    valkey.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    let r = b.get_with_cookie("/", &format!("id={id}")).await;
+    assert_eq!(r.status(), StatusCode::OK, "reads keep working");
+    let r = reqwest::Client::new()
+        .post(format!("{base}/saved/items/pear"))
+        .header("cookie", format!("id={id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        r.headers().get("set-cookie").is_none(),
+        "the cookie is neither replaced nor cleared"
+    );
+    assert_eq!(r.text().await.unwrap(), STORAGE_FULL_MESSAGE);
+    assert_eq!(b.get("/").await.1, "user=- items=apple");
+    assert_eq!(b.id().as_deref(), Some(id.as_str()));
+    valkey.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(b.post("/saved/items/pear").await.1, "apple,pear");
 }
 
 #[tokio::test]

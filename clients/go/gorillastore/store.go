@@ -31,6 +31,9 @@
 //     Store contract requires a non-nil session) and a Save of that session refuses to write, so
 //     the user is never silently logged out. A session deleted elsewhere reads as new; a Save
 //     racing the delete is dropped (not resurrected) and the cookie is expired.
+//   - Storage full: a Save or Regenerate that Valkey refused for memory returns an error matching
+//     ErrStorageFull (errors.Is); the handler answers 503 with StorageFullMessage. No cookie is
+//     written, so the browser keeps its session, which is unchanged.
 package gorillastore
 
 import (
@@ -45,6 +48,7 @@ import (
 	"time"
 
 	"github.com/gorilla/sessions"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -57,6 +61,32 @@ import (
 
 // ConflictRetries is how many times Save re-reads and merges after ABORTED before giving up.
 const ConflictRetries = 8
+
+// ErrStorageFull is matched (errors.Is) by the error of a Save or Regenerate that Valkey refused
+// because it is at its memory limit (RESOURCE_EXHAUSTED, reason VALKEY_OUT_OF_MEMORY): nothing
+// was written and the stored session is intact. Answer 503 with StorageFullMessage and leave
+// the cookie alone.
+var ErrStorageFull = errors.New("valkey-sessions: session storage is full")
+
+// StorageFullMessage is what to tell a user whose change was refused for memory.
+const StorageFullMessage = "session storage is full: your change was not saved and your session is intact; try again later"
+
+// errorDomain is the ErrorInfo domain of the service's reasons.
+const errorDomain = "valkey-sessions"
+
+// storageFull wraps err in ErrStorageFull when the service refused the write for memory.
+func storageFull(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.ResourceExhausted {
+		return err
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain && info.GetReason() == "VALKEY_OUT_OF_MEMORY" {
+			return fmt.Errorf("%w: %v", ErrStorageFull, err)
+		}
+	}
+	return err
+}
 
 // Options configure a Store. The zero value talks plaintext to 127.0.0.1:50051.
 type Options struct {
@@ -305,7 +335,7 @@ func (s *Store) Regenerate(r *http.Request, w http.ResponseWriter, sess *session
 		return s.Regenerate(r, w, sess, principal)
 	}
 	if err != nil {
-		return fmt.Errorf("valkey-sessions: rotating the session: %w", err)
+		return fmt.Errorf("valkey-sessions: rotating the session: %w", storageFull(err))
 	}
 	st := s.stateOf(r, sess)
 	sess.ID = res.GetSession().GetId()
@@ -382,7 +412,7 @@ func (s *Store) save(r *http.Request, sess *sessions.Session, principal string) 
 		res, err := s.client.Create(ctx, &sessionv1.CreateRequest{
 			Attributes: target, Principal: principal, IdleTimeout: durationpb.New(idle)})
 		if err != nil {
-			return fmt.Errorf("valkey-sessions: creating the session: %w", err)
+			return fmt.Errorf("valkey-sessions: creating the session: %w", storageFull(err))
 		}
 		sess.ID, sess.IsNew = res.GetSession().GetId(), false
 		*st = state{version: res.GetSession().GetVersion(), base: target, idle: idle}
@@ -427,7 +457,7 @@ func (s *Store) save(r *http.Request, sess *sessions.Session, principal string) 
 			return s.gone(sess, st) // deleted meanwhile (logout elsewhere, revoked, expired)
 		case codes.Aborted:
 		default:
-			return fmt.Errorf("valkey-sessions: saving the session: %w", err)
+			return fmt.Errorf("valkey-sessions: saving the session: %w", storageFull(err))
 		}
 		cur, err := s.read(r.Context(), sess.ID)
 		if err != nil {

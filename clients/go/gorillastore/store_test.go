@@ -5,6 +5,7 @@ package gorillastore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -13,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +58,10 @@ func TestMain(m *testing.M) {
 func app(t *testing.T, store *gorillastore.Store) string {
 	t.Helper()
 	fail := func(w http.ResponseWriter, err error) {
+		if errors.Is(err, gorillastore.ErrStorageFull) {
+			http.Error(w, gorillastore.StorageFullMessage, http.StatusServiceUnavailable)
+			return
+		}
 		http.Error(w, "error: "+err.Error(), http.StatusInternalServerError)
 	}
 	items := func(s *sessions.Session) []string {
@@ -452,6 +458,48 @@ func TestServiceUnavailableIsAnErrorNeverANewEmptySession(t *testing.T) {
 	if b.sid() != id {
 		t.Fatal("the id changed")
 	}
+}
+
+// valkeyCLI runs valkey-cli against the service's Valkey (with-service.sh's
+// SESSION_SERVICE_VALKEY_PORT).
+func valkeyCLI(t *testing.T, args ...string) {
+	t.Helper()
+	port := os.Getenv("SESSION_SERVICE_VALKEY_PORT")
+	if port == "" {
+		t.Fatal("with-service.sh sets SESSION_SERVICE_VALKEY_PORT")
+	}
+	if out, err := exec.Command("valkey-cli", append([]string{"-p", port}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("valkey-cli %v: %v %s", args, err, out)
+	}
+}
+
+// Valkey at its memory limit: a Save and a login are 503 with a clear body, no cookie is written,
+// the session keeps what it had; once memory is back the same change succeeds.
+func TestStorageFullIsA503AndTheSessionIsKept(t *testing.T) {
+	base := app(t, newStore(t, gorillastore.Options{}))
+	b := newBrowser(t, base)
+	want(t, b.post("/items/apple"), 200, "apple")
+	id := b.sid()
+	valkeyCLI(t, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+	valkeyCLI(t, "CONFIG", "SET", "maxmemory", "1")
+	func() {
+		defer valkeyCLI(t, "CONFIG", "SET", "maxmemory", "0")
+		want(t, b.get("/"), 200, "user=- items=apple") // reads keep working
+		for _, path := range []string{"/items/pear", "/login/eve"} {
+			r := b.post(path)
+			if r.status != 503 || r.body != gorillastore.StorageFullMessage+"\n" {
+				t.Fatalf("%s with Valkey full: %d %q, want 503 %q", path, r.status, r.body, gorillastore.StorageFullMessage)
+			}
+			if r.setCookie != "" {
+				t.Fatalf("%s with Valkey full set a cookie %q", path, r.setCookie)
+			}
+		}
+	}()
+	if b.sid() != id {
+		t.Fatal("the id changed")
+	}
+	want(t, b.get("/"), 200, "user=- items=apple")
+	want(t, b.post("/items/pear"), 200, "apple,pear")
 }
 
 // The Store contract directly: Get caches per request, New/Save/MaxAge < 0, save twice in one request.

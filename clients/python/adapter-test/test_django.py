@@ -7,6 +7,7 @@ Run where the wheel (with Django) is installed: clients/adapters-test.sh does it
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -360,6 +361,37 @@ def test_service_unavailable_is_an_error_and_writes_nothing(service):
     # The service back: the same session, unchanged (the user was not logged out).
     assert body(c.get("/count"))["count"] == 2
     assert cookie(c) == sid
+
+
+def valkey_cli(*args):
+    port = os.environ.get("SESSION_SERVICE_VALKEY_PORT")
+    assert port, "with-service.sh sets SESSION_SERVICE_VALKEY_PORT"
+    return subprocess.run(["valkey-cli", "-p", port, *args], check=True, capture_output=True, text=True).stdout
+
+
+STORAGE_FULL_MIDDLEWARE = [
+    "valkey_sessions.django.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+
+
+@override_settings(MIDDLEWARE=STORAGE_FULL_MIDDLEWARE)
+def test_storage_full_is_a_503_and_the_session_is_kept(service):
+    c = Client()
+    assert body(c.get("/count"))["count"] == 1
+    sid = cookie(c)
+    valkey_cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    valkey_cli("CONFIG", "SET", "maxmemory", "1")
+    try:
+        assert body(c.get("/show"))["count"] == 1  # reads keep working
+        for r in (c.get("/count"), c.post("/login", {"username": "alice", "password": "wonderland"})):
+            assert r.status_code == 503, r.content
+            assert r.content.decode().startswith("session storage is full: your change was not saved")
+            assert COOKIE not in r.cookies  # neither replaced nor cleared
+    finally:
+        valkey_cli("CONFIG", "SET", "maxmemory", "0")
+    assert cookie(c) == sid
+    assert body(c.get("/count"))["count"] == 2
 
 
 def test_a_session_deleted_by_another_device_between_requests(service):

@@ -10,6 +10,7 @@ from session_client.client import (
     SessionInfo,
     SessionNotFound,
     SessionPage,
+    StorageFull,
     VersionConflict,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "SessionInfo",
     "SessionNotFound",
     "SessionPage",
+    "StorageFull",
     "VersionConflict",
 ]

@@ -48,6 +48,70 @@ class VersionConflict(SessionError):
         self.current_version: Optional[int] = int(m.group(1)) if m else None
 
 
+class StorageFull(SessionError):
+    """RESOURCE_EXHAUSTED, reason VALKEY_OUT_OF_MEMORY: Valkey is at its memory limit and refused
+    the write. Nothing was written and reads keep working; answer the user 503.
+    """
+
+
+ERROR_DOMAIN = "valkey-sessions"
+
+
+def _fields(buf: bytes):
+    """The (field number, value) pairs of a protobuf message's varint and length-delimited fields."""
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = result = 0
+        while True:
+            b = buf[i]
+            i += 1
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                return result
+            shift += 7
+
+    while i < len(buf):
+        tag = varint()
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            yield field, varint()
+        elif wire == 2:
+            n = varint()
+            yield field, buf[i : i + n]
+            i += n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            return
+
+
+def _error_reason(err: grpc.RpcError) -> Optional[str]:
+    """The reason of the google.rpc.ErrorInfo detail the service attached, if any.
+
+    The details travel as a google.rpc.Status in the ``grpc-status-details-bin`` trailer:
+    ``details`` (field 3) are Any messages (type_url = 1, value = 2); ErrorInfo has reason = 1
+    and domain = 2. Read here with the wire format rather than a googleapis dependency.
+    """
+    trailers = err.trailing_metadata() or ()  # type: ignore[attr-defined]
+    for key, value in trailers:
+        if key != "grpc-status-details-bin":
+            continue
+        try:
+            for field, detail in _fields(value):
+                if field != 3:
+                    continue
+                any_ = dict(_fields(detail))
+                if any_.get(1, b"").decode().endswith("/google.rpc.ErrorInfo"):
+                    info = dict(_fields(any_.get(2, b"")))
+                    if info.get(2, b"").decode() == ERROR_DOMAIN:
+                        return info.get(1, b"").decode()
+        except (IndexError, UnicodeDecodeError):
+            return None
+    return None
+
+
 def _error(err: grpc.RpcError) -> SessionError:
     code = err.code()  # type: ignore[attr-defined]
     message = err.details() or ""  # type: ignore[attr-defined]
@@ -55,6 +119,8 @@ def _error(err: grpc.RpcError) -> SessionError:
         return SessionNotFound(code, message)
     if code == grpc.StatusCode.ABORTED:
         return VersionConflict(code, message)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _error_reason(err) == "VALKEY_OUT_OF_MEMORY":
+        return StorageFull(code, message)
     return SessionError(code, message)
 
 

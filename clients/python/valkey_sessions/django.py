@@ -33,6 +33,9 @@ How it maps (docs/adapters.md):
   middleware's save: Django's error path (HTTP 500), never an empty session. A session deleted
   elsewhere during the request is not resurrected: ``save`` raises ``UpdateError``, which
   Django's middleware turns into ``SessionInterrupted`` (HTTP 400).
+* Storage full: a write Valkey refused for memory raises ``StorageFull`` (a
+  ``ServiceUnavailable``); with ``valkey_sessions.django.SessionMiddleware`` in place of Django's,
+  the response is a 503 with ``STORAGE_FULL_MESSAGE`` and the cookie stays as it was.
 """
 
 from __future__ import annotations
@@ -46,8 +49,11 @@ import grpc
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.http import HttpResponse
 
 from session_client import SessionClient, SessionError, SessionNotFound, VersionConflict
+from session_client.client import StorageFull as ClientStorageFull
 from valkey_sessions.merge import MISSING, MergeConflict, canonical, merge
 
 CONFLICT_RETRIES = 8
@@ -65,6 +71,38 @@ DEFAULTS = {
 
 class ServiceUnavailable(Exception):
     """The session service could not be reached or failed; the request cannot use its session."""
+
+
+class StorageFull(ServiceUnavailable):
+    """Valkey is at its memory limit and refused the write (RESOURCE_EXHAUSTED,
+    VALKEY_OUT_OF_MEMORY): nothing was written, the stored session is intact."""
+
+
+STORAGE_FULL_MESSAGE = (
+    "session storage is full: your change was not saved and your session is intact; try again later"
+)
+
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's ``SessionMiddleware`` that answers 503 with a clear body when Valkey is full.
+
+    Use it in place of ``django.contrib.sessions.middleware.SessionMiddleware``. Django's own
+    turns the failed save (after the view) into a 500, and an exception in a view (a login's
+    ``cycle_key``) too; here both are a 503 that neither sets nor clears the cookie.
+    """
+
+    def process_response(self, request, response):
+        try:
+            return super().process_response(request, response)
+        except StorageFull:
+            return _storage_full()
+
+    def process_exception(self, request, exception):
+        return _storage_full() if isinstance(exception, StorageFull) else None
+
+
+def _storage_full() -> HttpResponse:
+    return HttpResponse(STORAGE_FULL_MESSAGE, status=503, content_type="text/plain; charset=utf-8")
 
 
 class SessionConflict(Exception):
@@ -107,7 +145,8 @@ def get_client() -> SessionClient:
 
 
 def _unavailable(op: str, err: SessionError) -> ServiceUnavailable:
-    return ServiceUnavailable(f"valkey-sessions {op} failed ({err.code.name}): {err.message}")
+    kind = StorageFull if isinstance(err, ClientStorageFull) else ServiceUnavailable
+    return kind(f"valkey-sessions {op} failed ({err.code.name}): {err.message}")
 
 
 def _encode(data: dict) -> dict[str, bytes]:

@@ -28,6 +28,9 @@
 //! * **Faults**: the service unreachable is an `Error::Backend` (the middleware answers 500), never
 //!   an empty session; a session deleted elsewhere (logout on another device) loads as `None`
 //!   (the framework starts a new anonymous session) and a save to it is not resurrected.
+//! * **Storage full**: a write Valkey refused for memory is an `Error::Backend` that
+//!   [`is_storage_full`] recognises; a handler that saves itself answers 503 with
+//!   [`STORAGE_FULL_MESSAGE`] and the user's cookie and session stay as they were.
 
 use std::{collections::HashMap, fmt, time::Duration};
 
@@ -242,11 +245,34 @@ impl ValkeySessionStore {
 }
 
 fn backend(what: &str, status: Status) -> Error {
+    let full = status.code() == Code::ResourceExhausted
+        && status.get_details_error_info().is_some_and(|info| {
+            info.reason == proto::ErrorReason::ValkeyOutOfMemory.reason()
+                && info.domain == proto::ERROR_DOMAIN
+        });
+    let prefix = if full { STORAGE_FULL } else { "" };
     Error::Backend(format!(
-        "valkey-sessions {what}: {:?}: {}",
+        "{prefix}valkey-sessions {what}: {:?}: {}",
         status.code(),
         status.message()
     ))
+}
+
+/// Starts the `Error::Backend` message of a write the service refused because Valkey is at its
+/// memory limit (RESOURCE_EXHAUSTED, reason `VALKEY_OUT_OF_MEMORY`): nothing was written.
+pub const STORAGE_FULL: &str = "session storage is full: ";
+
+/// What to tell a user whose change was refused for memory (the body of a 503).
+pub const STORAGE_FULL_MESSAGE: &str = "session storage is full: your change was not saved and your session is intact; try again later";
+
+/// Whether a session operation failed because the service's Valkey is out of memory, so the
+/// application can answer 503 with [`STORAGE_FULL_MESSAGE`] instead of tower-sessions' 500.
+///
+/// tower-sessions' middleware saves after the handler and answers a failed save with an empty
+/// 500, so a handler that wants the 503 saves itself (`session.save().await`) and maps the error
+/// with this; a 5xx from the handler is never saved over, and the cookie is left alone.
+pub fn is_storage_full(err: &tower_sessions_core::session::Error) -> bool {
+    matches!(err, tower_sessions_core::session::Error::Store(Error::Backend(m)) if m.starts_with(STORAGE_FULL))
 }
 
 /// What `load` read: the version and the decoded values.

@@ -2,6 +2,7 @@
 // directory by clients/adapters-stage.sh), the way Express apps use it: a real Express app with
 // express-session, driven over HTTP with a cookie jar, against a running service
 // (SESSION_SERVICE_ADDR).
+import { execFileSync } from "node:child_process";
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import express from "express";
@@ -47,8 +48,14 @@ function app(store, { maxAge = 30 * 60_000 } = {}) {
       res.status(500).send(`error: ${err.message}`);
     }
   });
+  // Saves before answering, so a refused write reaches the error handler (express-session's own
+  // save at res.end comes after the status was sent).
+  a.post("/saved/items/:item", (req, res, next) => {
+    req.session.items = [...(req.session.items ?? []), req.params.item];
+    req.session.save((err) => (err ? next(err) : res.send(req.session.items.join(","))));
+  });
   // eslint-disable-next-line no-unused-vars
-  a.use((err, req, res, _next) => res.status(500).send(`error: ${err.message}`));
+  a.use((err, req, res, _next) => res.status(err.status ?? 500).send(`error: ${err.message}`));
   return new Promise((resolve) => {
     const s = a.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${s.address().port}`));
     servers.push(s);
@@ -185,6 +192,31 @@ test("the service unavailable is an error, never a new empty session", async () 
   assert.ok(cookie.startsWith("connect.sid="), cookie);
   const next = await fetch(down + "/", { headers: { cookie } });
   assert.equal(next.status, 500);
+});
+
+test("storage full is a 503 with a clear message; the cookie and the session stay", async () => {
+  const port = process.env.SESSION_SERVICE_VALKEY_PORT;
+  assert.ok(port, "with-service.sh sets SESSION_SERVICE_VALKEY_PORT");
+  const valkey = (...args) => execFileSync("valkey-cli", ["-p", port, ...args], { encoding: "utf8" });
+  const b = new Browser(base);
+  assert.equal((await b.post("/saved/items/apple")).body, "apple");
+  const cookie = b.cookie;
+  valkey("CONFIG", "SET", "maxmemory-policy", "noeviction");
+  valkey("CONFIG", "SET", "maxmemory", "1");
+  try {
+    assert.equal((await b.get("/")).body, "user=- items=apple", "reads keep working");
+    const r = await b.post("/saved/items/pear");
+    assert.equal(r.status, 503);
+    assert.match(r.body, /session storage is full: your change was not saved and your session is intact/);
+    // express-session may resend the same cookie (a new expiry for a modified session).
+    const sent = r.setCookie === null ? cookie : r.setCookie.split(";")[0];
+    assert.equal(sent, cookie, "the cookie is neither replaced nor cleared");
+  } finally {
+    valkey("CONFIG", "SET", "maxmemory", "0");
+  }
+  assert.equal(b.cookie, cookie);
+  assert.equal((await b.get("/")).body, "user=- items=apple");
+  assert.equal((await b.post("/saved/items/pear")).body, "apple,pear");
 });
 
 test("express-session's Store contract: get/set/destroy/touch callbacks", async () => {

@@ -4,6 +4,7 @@
 // only adds the transport setup, plain TypeScript types and errors a caller can `instanceof`.
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import {
   Consistency,
@@ -90,6 +91,43 @@ export class VersionConflictError extends SessionError {
   }
 }
 
+/**
+ * RESOURCE_EXHAUSTED with reason VALKEY_OUT_OF_MEMORY: Valkey is at its memory limit and refused
+ * the write; nothing was written and reads keep working. `status` (503) and `expose` let
+ * Express (and http-errors aware handlers) answer 503 with the message.
+ */
+export class StorageFullError extends SessionError {
+  readonly status = 503;
+  readonly statusCode = 503;
+  readonly expose = true;
+  constructor(message: string, cause?: unknown) {
+    super(Code.ResourceExhausted, `session storage is full: your change was not saved and your session is intact (${message})`, cause);
+    this.name = "StorageFullError";
+  }
+}
+
+/** The ErrorInfo domain of the service's reasons. */
+const ERROR_DOMAIN = "valkey-sessions";
+
+/** The `reason` of the google.rpc.ErrorInfo detail the service attached, if any. */
+function errorReason(err: ConnectError): string | undefined {
+  for (const detail of err.details) {
+    if (!("type" in detail) || detail.type !== "google.rpc.ErrorInfo") continue;
+    // ErrorInfo is { string reason = 1; string domain = 2; map metadata = 3; }
+    const r = new BinaryReader(detail.value);
+    let reason: string | undefined;
+    let domain: string | undefined;
+    while (r.pos < r.len) {
+      const [field, wire] = r.tag();
+      if (field === 1 && wire === WireType.LengthDelimited) reason = r.string();
+      else if (field === 2 && wire === WireType.LengthDelimited) domain = r.string();
+      else r.skip(wire);
+    }
+    if (domain === ERROR_DOMAIN) return reason;
+  }
+  return undefined;
+}
+
 function toError(err: unknown): unknown {
   if (!(err instanceof ConnectError)) return err;
   switch (err.code) {
@@ -97,6 +135,9 @@ function toError(err: unknown): unknown {
       return new SessionNotFoundError(err.rawMessage, err);
     case Code.Aborted:
       return new VersionConflictError(err.rawMessage, err);
+    case Code.ResourceExhausted:
+      if (errorReason(err) === "VALKEY_OUT_OF_MEMORY") return new StorageFullError(err.rawMessage, err);
+      return new SessionError(err.code, err.rawMessage, err);
     default:
       return new SessionError(err.code, err.rawMessage, err);
   }

@@ -22,11 +22,15 @@
 // * Faults: the service unreachable is an error passed to `next(err)` (Express answers 500),
 //   never an empty session; a session deleted elsewhere reads as none (express-session starts a
 //   new one) and a concurrent save does not resurrect it.
+// * Storage full: a write Valkey refused for memory is a `StorageFullError` (status 503, a
+//   message for the user); Express's error handling answers 503 and the cookie stays. express-
+//   session saves at `res.end`, after the status is sent, so a route that must answer 503 calls
+//   `req.session.save(cb)` before responding (as for a redirect after login).
 import { randomBytes } from "node:crypto";
 import session from "express-session";
 import type { SessionData } from "express-session";
 import { Code, type Transport } from "@connectrpc/connect";
-import { SessionClient, SessionError, SessionNotFoundError, VersionConflictError } from "./client.js";
+import { SessionClient, SessionError, SessionNotFoundError, StorageFullError, VersionConflictError } from "./client.js";
 import { createSessionTransport } from "./grpc-transport.js";
 
 /** Reserved key holding what `get` read; never stored in the service. */
@@ -267,4 +271,5 @@ export class ValkeySessionStore extends session.Store {
   }
 }
 
+export { StorageFullError };
 export default ValkeySessionStore;

@@ -1,7 +1,10 @@
 package io.valkeysessions.client;
 
 import com.google.protobuf.ByteString;
+import com.google.protobuf.CodedInputStream;
+import com.google.protobuf.WireFormat;
 import io.grpc.ManagedChannel;
+import io.grpc.Metadata;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.health.v1.HealthCheckRequest;
@@ -21,6 +24,7 @@ import io.valkeysessions.session.v1.RotateRequest;
 import io.valkeysessions.session.v1.Session;
 import io.valkeysessions.session.v1.SessionInfo;
 import io.valkeysessions.session.v1.SessionServiceGrpc;
+import java.io.IOException;
 import java.time.Duration;
 import java.util.Collection;
 import java.util.Iterator;
@@ -79,10 +83,64 @@ public final class SessionClient implements AutoCloseable {
           throw new SessionNotFoundException(message, e);
         case ABORTED:
           throw new VersionConflictException(message, e);
+        case RESOURCE_EXHAUSTED:
+          if ("VALKEY_OUT_OF_MEMORY".equals(errorReason(e.getTrailers()))) {
+            throw new StorageFullException(message, e);
+          }
+          throw new SessionException(status.getCode(), message, e);
         default:
           throw new SessionException(status.getCode(), message, e);
       }
     }
+  }
+
+  private static final Metadata.Key<byte[]> STATUS_DETAILS =
+      Metadata.Key.of("grpc-status-details-bin", Metadata.BINARY_BYTE_MARSHALLER);
+
+  /** Length-delimited field {@code n}'s tag. */
+  private static int bytesTag(int n) {
+    return (n << 3) | WireFormat.WIRETYPE_LENGTH_DELIMITED;
+  }
+
+  /**
+   * The reason of the google.rpc.ErrorInfo detail the service attached (domain
+   * "valkey-sessions"), if any. The details travel as a google.rpc.Status (details = 3, each an
+   * Any: type_url = 1, value = 2; ErrorInfo: reason = 1, domain = 2), read with protobuf's wire
+   * reader rather than a googleapis dependency.
+   */
+  static String errorReason(Metadata trailers) {
+    byte[] raw = trailers == null ? null : trailers.get(STATUS_DETAILS);
+    if (raw == null) return null;
+    try {
+      CodedInputStream status = CodedInputStream.newInstance(raw);
+      for (int tag = status.readTag(); tag != 0; tag = status.readTag()) {
+        if (tag != bytesTag(3)) {
+          status.skipField(tag);
+          continue;
+        }
+        CodedInputStream any = status.readBytes().newCodedInput();
+        String type = "";
+        ByteString value = ByteString.EMPTY;
+        for (int t = any.readTag(); t != 0; t = any.readTag()) {
+          if (t == bytesTag(1)) type = any.readString();
+          else if (t == bytesTag(2)) value = any.readBytes();
+          else any.skipField(t);
+        }
+        if (!type.endsWith("/google.rpc.ErrorInfo")) continue;
+        CodedInputStream info = value.newCodedInput();
+        String reason = null;
+        String domain = null;
+        for (int t = info.readTag(); t != 0; t = info.readTag()) {
+          if (t == bytesTag(1)) reason = info.readString();
+          else if (t == bytesTag(2)) domain = info.readString();
+          else info.skipField(t);
+        }
+        if ("valkey-sessions".equals(domain)) return reason;
+      }
+    } catch (IOException e) {
+      return null;
+    }
+    return null;
   }
 
   private static com.google.protobuf.Duration duration(Duration d) {

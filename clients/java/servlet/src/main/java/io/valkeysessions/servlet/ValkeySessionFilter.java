@@ -10,6 +10,7 @@ import io.grpc.Status;
 import io.valkeysessions.client.SessionClient;
 import io.valkeysessions.client.SessionException;
 import io.valkeysessions.client.SessionNotFoundException;
+import io.valkeysessions.client.StorageFullException;
 import io.valkeysessions.client.VersionConflictException;
 import io.valkeysessions.session.v1.Session;
 import java.io.IOException;
@@ -55,7 +56,9 @@ import javax.servlet.http.HttpSession;
  * {@code expected_version} (on ABORTED: re-read, three-way merge, up to 8 tries);
  * {@code changeSessionId()} is Rotate; {@code invalidate()} is Delete. The service failing is a
  * {@link SessionServiceException} from {@code getSession}, which this filter rethrows as a
- * {@code ServletException} (the container's HTTP 500), never a new empty session.
+ * {@code ServletException} (the container's HTTP 500), never a new empty session. A write Valkey
+ * refused for memory is answered here with a 503 and {@link #STORAGE_FULL_MESSAGE} (while the
+ * response is not committed), without a Set-Cookie: the browser keeps its unchanged session.
  */
 public class ValkeySessionFilter implements Filter {
   private static final Logger LOG = Logger.getLogger(ValkeySessionFilter.class.getName());
@@ -131,22 +134,46 @@ public class ValkeySessionFilter implements Filter {
       chain.doFilter(request, response);
       return;
     }
-    SessionRequest wrapped = new SessionRequest((HttpServletRequest) request, (HttpServletResponse) response, this);
+    HttpServletResponse res = (HttpServletResponse) response;
+    SessionRequest wrapped = new SessionRequest((HttpServletRequest) request, res, this);
     try {
       chain.doFilter(wrapped, response);
     } catch (SessionServiceException e) {
+      if (answerStorageFull(e, res)) return;
       LOG.warning(e.getMessage()); // the container logs the ServletException with its cause
       throw new ServletException(e.getMessage(), e);
     }
     try {
       wrapped.save();
     } catch (RuntimeException e) {
+      if (answerStorageFull(e, res)) return;
       // After the chain: if the response is not committed the container sends 500; if it is, the
       // container can only log it and abort the connection. Either way it is logged here.
       LOG.log(Level.SEVERE, "valkey-sessions: the session was not saved"
           + (response.isCommitted() ? " (response already committed)" : "") + ": " + e.getMessage(), e);
       throw new ServletException("valkey-sessions: the session was not saved: " + e.getMessage(), e);
     }
+  }
+
+  /** The body of the 503 answered when Valkey is full. */
+  public static final String STORAGE_FULL_MESSAGE =
+      "session storage is full: your change was not saved and your session is intact; try again later";
+
+  /**
+   * Answers 503 with {@link #STORAGE_FULL_MESSAGE} when {@code e} comes from a write Valkey refused
+   * for memory and the response can still be replaced: {@code reset()} drops what the app
+   * buffered, a new session's Set-Cookie included, so the browser keeps its cookie.
+   */
+  private static boolean answerStorageFull(RuntimeException e, HttpServletResponse res) throws IOException {
+    boolean full = false;
+    for (Throwable c = e; c != null && !full; c = c.getCause()) full = c instanceof StorageFullException;
+    if (!full || res.isCommitted()) return false;
+    LOG.warning("valkey-sessions: Valkey is out of memory; answered 503: " + e.getMessage());
+    res.reset();
+    res.setStatus(HttpServletResponse.SC_SERVICE_UNAVAILABLE);
+    res.setContentType("text/plain;charset=utf-8");
+    res.getWriter().print(STORAGE_FULL_MESSAGE);
+    return true;
   }
 
   int clampIdle(int seconds) {

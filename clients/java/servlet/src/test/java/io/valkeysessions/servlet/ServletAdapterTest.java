@@ -309,6 +309,39 @@ public class ServletAdapterTest {
     assertEquals("1", client.get(id).getAttributesMap().get("count").toStringUtf8());
   }
 
+  /** valkey-cli against the service's Valkey (with-service.sh's SESSION_SERVICE_VALKEY_PORT). */
+  static void valkeyCli(String... args) throws Exception {
+    String port = System.getenv("SESSION_SERVICE_VALKEY_PORT");
+    assertNotNull("with-service.sh sets SESSION_SERVICE_VALKEY_PORT", port);
+    List<String> cmd = new ArrayList<>(List.of("valkey-cli", "-p", port));
+    cmd.addAll(List.of(args));
+    Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+    String out = new String(p.getInputStream().readAllBytes());
+    assertEquals(out, 0, p.waitFor());
+  }
+
+  @Test
+  public void storageFullIsA503AndTheSessionIsKept() throws Exception {
+    assertEquals("count=1", get("/count").body());
+    String id = cookie();
+    valkeyCli("CONFIG", "SET", "maxmemory-policy", "noeviction");
+    valkeyCli("CONFIG", "SET", "maxmemory", "1");
+    try {
+      String read = get("/read").body();
+      assertTrue("reads keep working: " + read, read.contains("count=1 new=false"));
+      for (String path : List.of("/count", "/login?user=eve")) {
+        HttpResponse<String> r = get(path);
+        assertEquals(path + ": " + r.body(), 503, r.statusCode());
+        assertEquals(ValkeySessionFilter.STORAGE_FULL_MESSAGE, r.body());
+        assertTrue("cookie untouched", r.headers().allValues("set-cookie").isEmpty());
+      }
+    } finally {
+      valkeyCli("CONFIG", "SET", "maxmemory", "0");
+    }
+    assertEquals(id, cookie());
+    assertEquals("count=2", get("/count").body());
+  }
+
   @Test
   public void sessionDeletedByAnotherDevice() throws Exception {
     get("/count");
