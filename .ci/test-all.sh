@@ -8,7 +8,7 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 stage() { printf '\n=== %s ===\n' "$*"; }
 
 stage "dependencies"
-infra/local/install-deps.sh
+infra/local/install-deps.sh --test
 for tool in "cargo fmt" "cargo clippy"; do
   $tool --version >/dev/null 2>&1 || { echo "$tool is missing from the Rust toolchain" >&2; exit 1; }
 done

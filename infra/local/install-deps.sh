@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing valkey-sessions needs on Debian 12: Valkey 8 (from
-# bookworm-backports), protoc, openssl. Idempotent: installs only what is missing.
+# bookworm-backports), protoc, openssl; with --test also what the network-fault tests use
+# (iproute2's `ip netns` and `ss`, iptables). Idempotent: installs only what is missing.
 set -euo pipefail
 
 need=()
+if [ "${1:-}" = "--test" ]; then
+  command -v ip >/dev/null 2>&1 && command -v ss >/dev/null 2>&1 || need+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || need+=(iptables)
+fi
 command -v valkey-server >/dev/null 2>&1 || need+=(valkey-server)
 command -v valkey-cli >/dev/null 2>&1 || need+=(valkey-tools)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)

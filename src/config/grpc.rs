@@ -23,6 +23,13 @@ pub struct GrpcConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How often an HTTP/2 PING goes to a caller whose connection is idle, so a caller that
+    /// vanished without closing is noticed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a keepalive PING may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
     /// Serve gRPC server reflection (on in `local`, off by default in `cloud`).
     pub reflection: bool,
     /// Declares the network trusted: lets the `cloud` profile run without TLS and without caller
@@ -64,6 +71,8 @@ impl GrpcConfig {
             request_timeout: Duration::from_secs(5),
             concurrency_limit: 1024,
             shutdown_grace: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
             reflection: profile == Profile::Local,
             trusted_network: false,
             tls: ServerTlsConfig {
@@ -77,6 +86,8 @@ impl GrpcConfig {
     /// not serve an unauthenticated plaintext port.
     pub fn validate(&self, profile: Profile, auth: &AuthConfig) -> Result<(), SettingError> {
         positive("grpc.request_timeout", self.request_timeout)?;
+        positive("grpc.keepalive_interval", self.keepalive_interval)?;
+        positive("grpc.keepalive_timeout", self.keepalive_timeout)?;
         if self.concurrency_limit == 0 {
             return Err(SettingError::invalid(
                 "grpc.concurrency_limit",

@@ -24,6 +24,14 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ),
     ("grpc.shutdown_grace", "drain time after SIGTERM/SIGINT"),
     (
+        "grpc.keepalive_interval",
+        "HTTP/2 PING to idle callers, so vanished callers are closed",
+    ),
+    (
+        "grpc.keepalive_timeout",
+        "unanswered keepalive PING time before the connection closes",
+    ),
+    (
         "grpc.reflection",
         "serve gRPC server reflection (grpcurl without proto files)",
     ),

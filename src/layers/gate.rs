@@ -97,7 +97,10 @@ where
                 let result = match admitted {
                     Err(status) => Ok(status.into_http()),
                     Ok((permit, deadline)) => {
-                        let result = tokio::time::timeout(deadline, inner.call(request)).await;
+                        // The Valkey work inside has a budget of its own from here
+                        // (valkey-router's deadline.rs: UNAVAILABLE); this is the caller's.
+                        let call = valkey_router::deadline::scope(inner.call(request));
+                        let result = tokio::time::timeout(deadline, call).await;
                         drop(permit);
                         match result {
                             Ok(Ok(response)) => Ok(oversize::rewrite(response)),

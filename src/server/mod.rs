@@ -142,6 +142,10 @@ impl Prepared {
         Ok(Server {
             admission: Admission::new(config.grpc.concurrency_limit, config.grpc.request_timeout),
             grace: config.grpc.shutdown_grace,
+            keepalive: (
+                config.grpc.keepalive_interval,
+                config.grpc.keepalive_timeout,
+            ),
             authenticator: self.authenticator,
             tls: self.security.tls,
             listener,
@@ -156,6 +160,8 @@ impl Prepared {
 pub struct Server {
     admission: Admission,
     grace: std::time::Duration,
+    /// HTTP/2 keepalive: PING interval and how long a PING may go unanswered.
+    keepalive: (std::time::Duration, std::time::Duration),
     authenticator: Arc<Authenticator>,
     tls: Option<ServerTls>,
     listener: TcpListener,
@@ -184,7 +190,10 @@ impl Server {
             health.stop_serving().await;
         };
         let admission = self.admission;
+        let (ping_every, ping_timeout) = self.keepalive;
         let server = TonicServer::builder()
+            .http2_keepalive_interval(Some(ping_every))
+            .http2_keepalive_timeout(Some(ping_timeout))
             .layer(GateLayer::new(self.authenticator, admission.clone()))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(tls::incoming(self.listener, self.tls), graceful);

@@ -167,6 +167,16 @@ async fn evictions_are_exported_within_a_probe_interval() {
         Code::NotFound,
         "the first session was evicted: its user is logged out, which the metric now shows"
     );
+    // An operator changes the policy: one series per node is 1, the old one turns 0.
+    valkey.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    wait_until("the new policy is exported", Duration::from_secs(5), || {
+        service.metric("valkey_maxmemory_policy", "policy=\"noeviction\"") == 1.0
+    });
+    assert_eq!(
+        service.metric("valkey_maxmemory_policy", "policy=\"volatile-lru\""),
+        0.0,
+        "the policy the node no longer has is not reported as current"
+    );
 }
 
 /// Valkey memory per session by shape (`used_memory` before and after 2,000 sessions): the

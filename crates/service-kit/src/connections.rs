@@ -13,6 +13,13 @@ use tokio::{
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+/// Idle time before the kernel probes an accepted connection.
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Time between keepalive probes.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Unanswered probes after which the connection is closed.
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// A socket that is counted in `grpc_connections` while it lives.
 pub struct Counted(TcpStream);
 
@@ -23,6 +30,14 @@ pub fn counted(
     incoming.map(|conn| {
         conn.map(|stream| {
             let _ = stream.set_nodelay(true);
+            // A caller that vanishes without a FIN or RST (a client host gone, a NAT entry
+            // dropped) is found by the kernel instead of holding its connection for hours.
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(
+                &socket2::TcpKeepalive::new()
+                    .with_time(KEEPALIVE_IDLE)
+                    .with_interval(KEEPALIVE_INTERVAL)
+                    .with_retries(KEEPALIVE_RETRIES),
+            );
             metrics::gauge!("grpc_connections").increment(1.0);
             Counted(stream)
         })

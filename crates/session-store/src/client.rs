@@ -21,6 +21,13 @@ use crate::{
     iam::{IamCredentials, TokenRequest},
 };
 
+/// Idle time before the kernel probes a Valkey connection.
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Time between keepalive probes.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Unanswered probes after which the connection is closed.
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// Why the Valkey client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -66,6 +73,18 @@ pub async fn build(cfg: &ValkeyConfig) -> Result<Arc<Valkey>, ClientError> {
         max_redirections: 0,
         tcp: TcpConfig {
             nodelay: Some(true),
+            // A peer that stops answering without closing (a flow dropped by a firewall, a
+            // node gone from behind a DNS name) sends no RST: without these the kernel keeps
+            // the connection for about 15 minutes. Data unacknowledged for a command timeout
+            // ends the connection (fred then reconnects, resolving the name again); an idle
+            // connection is probed from KEEPALIVE_IDLE on.
+            user_timeout: Some(cfg.command_timeout),
+            keepalive: Some(
+                socket2::TcpKeepalive::new()
+                    .with_time(KEEPALIVE_IDLE)
+                    .with_interval(KEEPALIVE_INTERVAL)
+                    .with_retries(KEEPALIVE_RETRIES),
+            ),
             ..TcpConfig::default()
         },
         ..ConnectionConfig::default()

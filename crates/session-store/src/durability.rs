@@ -13,8 +13,20 @@ use session_core::Error;
 /// Replicas that must acknowledge a durable write.
 const REPLICAS: i64 = 1;
 
+/// The shortest WAIT worth sending (WAIT with 0 ms waits for ever).
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
 /// Waits until a replica has every write `client`'s connection made, up to `timeout`.
 pub(super) async fn replicated(client: &Client, timeout: Duration) -> Result<(), Error> {
+    if timeout < MIN_WAIT {
+        // No time left in the RPC's deadline: WAIT 0 would block until a replica answers.
+        metrics::counter!("valkey_durable_writes_total", "outcome" => "not_replicated")
+            .increment(1);
+        return Err(Error::NotReplicated {
+            timeout,
+            detail: "the request's deadline left no time to wait for a replica".into(),
+        });
+    }
     let started = std::time::Instant::now();
     let acked = client
         .wait::<i64>(REPLICAS, timeout.as_millis().max(1) as i64)
@@ -44,15 +56,19 @@ pub(super) async fn replicated(client: &Client, timeout: Duration) -> Result<(),
 /// How long a revocation waits for a replica before answering, where reads go to replicas.
 const REVOCATION_WAIT: Duration = Duration::from_millis(500);
 
-/// Waits until a replica has the revocation `client`'s connection made, so a revoked id is
-/// NOT_FOUND on the replica read path too once the call returns. A replica that does not answer
-/// in time is logged, not an error: the revocation happened on the primary, and a lagging
-/// replica's miss-fallback is all it could serve.
-pub(super) async fn revocation_replicated(client: &Client) {
+/// Waits (at most `left`, what the RPC's deadline leaves) until a replica has the revocation
+/// `client`'s connection made, so a revoked id is NOT_FOUND on the replica read path too once
+/// the call returns. A replica that does not answer in time is logged, not an error: the
+/// revocation happened on the primary, and a lagging replica's miss-fallback is all it could
+/// serve.
+pub(super) async fn revocation_replicated(client: &Client, left: Duration) {
+    let wait = REVOCATION_WAIT.min(left);
+    if wait < MIN_WAIT {
+        tracing::warn!("no time left to wait for a replica after a revocation");
+        return;
+    }
     let started = std::time::Instant::now();
-    let acked = client
-        .wait::<i64>(REPLICAS, REVOCATION_WAIT.as_millis() as i64)
-        .await;
+    let acked = client.wait::<i64>(REPLICAS, wait.as_millis() as i64).await;
     metrics::histogram!("valkey_command_duration_seconds", "command" => "wait")
         .record(started.elapsed().as_secs_f64());
     match acked {

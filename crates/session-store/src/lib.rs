@@ -429,7 +429,8 @@ impl SessionStore {
         };
         let (value, client) = timed(command, self.valkey.keyed(key, Lane::Durable, call)).await?;
         if wrote(&value) {
-            durability::replicated(&client, timeout).await?;
+            // The WAIT shares the RPC's deadline: what is left of it, if less than the timeout.
+            durability::replicated(&client, timeout.min(self.valkey.remaining())).await?;
         }
         Ok(value)
     }
@@ -458,7 +459,7 @@ impl SessionStore {
         // The durable lane: WAIT blocks its connection, and must follow the write on it.
         let (value, client) = timed(command, self.valkey.keyed(key, Lane::Durable, call)).await?;
         if revoked(&value) {
-            durability::revocation_replicated(&client).await;
+            durability::revocation_replicated(&client, self.valkey.remaining()).await;
         }
         Ok(value)
     }

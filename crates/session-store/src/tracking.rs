@@ -152,9 +152,22 @@ async fn track(
                     set(false);
                 }
             }
-            // Until the connection drops: invalidations in, or the connection's end.
+            // Until the connection drops: invalidations in, or the connection's end. A
+            // connection that only receives cannot tell a quiet node from a silent one, so it
+            // PINGs: no PONG within the command timeout and nothing cached can be trusted.
+            let timeout = valkey.command_timeout();
+            let mut heartbeat = tokio::time::interval(timeout / 2);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let reconnected = loop {
                 tokio::select! {
+                    _ = heartbeat.tick() => {
+                        let pong = tokio::time::timeout(timeout, client.ping::<()>(None)).await;
+                        if !matches!(pong, Ok(Ok(()))) {
+                            tracing::warn!(node = %server, "near cache: the tracking connection did not answer a PING; reconnecting");
+                            set(false);
+                            let _ = tokio::time::timeout(timeout, client.force_reconnection()).await;
+                        }
+                    }
                     message = invalidations.recv() => match message {
                         Ok(invalidation) if invalidation.keys.is_empty() => cache.clear(),
                         Ok(invalidation) => {

@@ -336,6 +336,40 @@ impl Report {
         longest
     }
 
+    /// How long after `fault` every session had succeeded again: per session, the end of its
+    /// first successful RPC that started after `fault`; the latest of those.
+    pub fn recovery(&self, fault: Instant) -> Duration {
+        let mut first_ok: HashMap<usize, Instant> = HashMap::new();
+        for op in self.ops.iter().filter(|o| o.start >= fault) {
+            if matches!(op.code, Code::Ok | Code::Aborted) {
+                let at = first_ok.entry(op.session).or_insert(op.end);
+                *at = (*at).min(op.end);
+            }
+        }
+        let sessions: std::collections::HashSet<usize> =
+            self.ops.iter().map(|o| o.session).collect();
+        assert_eq!(
+            first_ok.len(),
+            sessions.len(),
+            "some sessions never succeeded again after the fault: {}",
+            self.summary()
+        );
+        first_ok
+            .values()
+            .map(|at| at.saturating_duration_since(fault))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The longest RPC, successful or not: how late any answer came.
+    pub fn slowest(&self) -> Duration {
+        self.ops
+            .iter()
+            .map(|o| o.end - o.start)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// The longest successful RPC.
     pub fn slowest_success(&self) -> Duration {
         self.ops

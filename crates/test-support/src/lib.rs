@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod faults;
+pub mod netns;
 pub mod otlp;
 pub mod secure;
 mod topology;
@@ -89,9 +90,14 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
+/// Where test servers listen unless told otherwise.
+const LOOPBACK: &str = "127.0.0.1";
+
 /// One valkey-server process.
 pub struct Valkey {
     pub port: u16,
+    /// The loopback address it listens on (127.0.0.1 unless started with [`Valkey::start_at`]).
+    pub host: String,
     child: Option<Child>,
     dir: tempfile::TempDir,
     extra: Vec<String>,
@@ -110,6 +116,7 @@ impl Valkey {
             let port = free_port();
             let mut v = Valkey {
                 port,
+                host: LOOPBACK.into(),
                 child: None,
                 dir: tempfile::tempdir().expect("tempdir"),
                 extra: extra.clone(),
@@ -127,6 +134,7 @@ impl Valkey {
     pub fn existing(port: u16) -> Self {
         Valkey {
             port,
+            host: LOOPBACK.into(),
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
             extra: Vec::new(),
@@ -136,8 +144,15 @@ impl Valkey {
 
     /// A server on a given port; `None` if the port turned out to be taken.
     pub fn start_on(port: u16, extra: Vec<String>, tls: Option<Tls>) -> Option<Self> {
+        Self::start_at(LOOPBACK, port, extra, tls)
+    }
+
+    /// A server on another loopback address (127.0.0.2, ...) and a given port: two nodes with
+    /// one port, as behind a DNS name that moves; `None` if the port turned out to be taken.
+    pub fn start_at(host: &str, port: u16, extra: Vec<String>, tls: Option<Tls>) -> Option<Self> {
         let mut v = Valkey {
             port,
+            host: host.into(),
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
             extra,
@@ -155,7 +170,7 @@ impl Valkey {
     fn spawn(&mut self) -> bool {
         let mut args: Vec<String> = vec![
             "--bind".into(),
-            "127.0.0.1".into(),
+            self.host.clone(),
             "--save".into(),
             String::new(),
             "--appendonly".into(),
@@ -215,13 +230,13 @@ impl Valkey {
         } else {
             "redis"
         };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 
     /// Runs valkey-cli against this server and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
         let mut cmd = Command::new("valkey-cli");
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        cmd.args(["-h", &self.host, "-p", &self.port.to_string()]);
         if let Some(tls) = &self.tls {
             cmd.args(["--tls", "--cacert", &tls.ca.display().to_string()]);
         }
@@ -310,7 +325,17 @@ pub struct Service {
 impl Service {
     /// Starts the service against `valkey_url` with extra environment.
     pub fn start(valkey_url: &str, env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(binary("valkey-sessions"));
+        Self::start_with(Command::new(binary("valkey-sessions")), valkey_url, env)
+    }
+
+    /// Starts the service inside a network namespace with its `/etc/hosts`
+    /// (`ip netns exec`), so that a name in `valkey_url` resolves as the test says.
+    pub fn start_in(ns: &netns::NetNs, valkey_url: &str, env: &[(&str, &str)]) -> Self {
+        let program = binary("valkey-sessions");
+        Self::start_with(ns.command(&program.display().to_string()), valkey_url, env)
+    }
+
+    fn start_with(mut cmd: Command, valkey_url: &str, env: &[(&str, &str)]) -> Self {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("VALKEY_URL", valkey_url)

@@ -73,12 +73,21 @@ impl Deployment {
         let mut nodes = Vec::new();
         if shards == 1 {
             // Primary on P, replica on P+1: the ElastiCache Serverless port pair.
-            let (p, r) = adjacent_ports();
-            nodes.push(cluster_node(p, &tls, hostnames, extra));
-            nodes.push(cluster_node(r, &tls, hostnames, extra));
+            // Another process (or this pair's own bus port) may take a port between the
+            // choice and the bind: choose again.
+            let (primary, replica) = (0..10)
+                .find_map(|_| {
+                    let (p, r) = adjacent_ports();
+                    let primary = cluster_node_on(p, &tls, hostnames, extra)?;
+                    let replica = cluster_node_on(r, &tls, hostnames, extra)?;
+                    Some((primary, replica))
+                })
+                .expect("two adjacent free ports for the serverless pair");
+            nodes.push(primary);
+            nodes.push(replica);
         } else {
             for _ in 0..2 * shards {
-                nodes.push(cluster_node(0, &tls, false, extra));
+                nodes.push(cluster_node(&tls, extra));
             }
         }
         let primaries: Vec<usize> = (0..shards).collect();
@@ -266,41 +275,47 @@ impl Deployment {
     }
 }
 
-fn cluster_node(port: u16, tls: &Tls, hostnames: bool, more: &[&str]) -> Valkey {
-    let extra = |bus: u16| {
-        let mut args: Vec<String> = vec![
-            "--cluster-enabled".into(),
-            "yes".into(),
-            "--cluster-config-file".into(),
-            "nodes.conf".into(),
-            "--cluster-node-timeout".into(),
-            "2000".into(),
-            "--cluster-port".into(),
-            bus.to_string(),
-            "--tls-cluster".into(),
-            "yes".into(),
-            "--tls-replication".into(),
-            "yes".into(),
-            "--cluster-replica-validity-factor".into(),
-            "0".into(),
-        ];
-        if hostnames {
-            args.extend([
-                "--cluster-announce-hostname".into(),
-                "localhost".into(),
-                "--cluster-preferred-endpoint-type".into(),
-                "hostname".into(),
-            ]);
-        }
-        args.extend(more.iter().map(|a| a.to_string()));
-        args
-    };
-    if port == 0 {
-        Valkey::start_with(extra(free_port()), Some(tls.clone()))
-    } else {
-        Valkey::start_on(port, extra(free_port()), Some(tls.clone()))
-            .expect("start a node on the chosen port")
+/// A TLS cluster node on a free port.
+fn cluster_node(tls: &Tls, more: &[&str]) -> Valkey {
+    Valkey::start_with(cluster_args(free_port(), false, more), Some(tls.clone()))
+}
+
+/// The arguments of a TLS cluster node whose bus listens on `bus`.
+fn cluster_args(bus: u16, hostnames: bool, more: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--cluster-enabled".into(),
+        "yes".into(),
+        "--cluster-config-file".into(),
+        "nodes.conf".into(),
+        "--cluster-node-timeout".into(),
+        "2000".into(),
+        "--cluster-port".into(),
+        bus.to_string(),
+        "--tls-cluster".into(),
+        "yes".into(),
+        "--tls-replication".into(),
+        "yes".into(),
+        "--cluster-replica-validity-factor".into(),
+        "0".into(),
+    ];
+    if hostnames {
+        args.extend([
+            "--cluster-announce-hostname".into(),
+            "localhost".into(),
+            "--cluster-preferred-endpoint-type".into(),
+            "hostname".into(),
+        ]);
     }
+    args.extend(more.iter().map(|a| a.to_string()));
+    args
+}
+
+/// A cluster node on `port`; `None` if the port (or the bus port chosen for it) was taken.
+fn cluster_node_on(port: u16, tls: &Tls, hostnames: bool, more: &[&str]) -> Option<Valkey> {
+    let bus = std::iter::repeat_with(free_port)
+        .find(|&b| b.abs_diff(port) > 1)
+        .expect("a free port");
+    Valkey::start_on(port, cluster_args(bus, hostnames, more), Some(tls.clone()))
 }
 
 fn bus_port(node: &Valkey) -> u16 {

@@ -7,6 +7,7 @@
 //! sessions: the day fred does both, this crate can be deleted and the store can use fred's
 //! cluster client.
 
+pub mod deadline;
 mod error;
 mod lua;
 mod memory;

@@ -42,7 +42,9 @@ impl MemoryInfo {
         info
     }
 
-    fn export(&self, node: &str) {
+    /// Exports the fields under `node`; `last_policy` is the policy exported before for this
+    /// node, whose series turns 0 when the policy changes (one series at 1 per node).
+    fn export(&self, node: &str, last_policy: &std::sync::Mutex<Option<String>>) {
         let node = node.to_owned();
         if let Some(used) = self.used {
             metrics::gauge!("valkey_memory_used_bytes", "node" => node.clone()).set(used as f64);
@@ -51,8 +53,14 @@ impl MemoryInfo {
             metrics::gauge!("valkey_memory_max_bytes", "node" => node.clone()).set(max as f64);
         }
         if let Some(policy) = &self.policy {
+            let mut last = last_policy.lock().expect("policy lock");
+            if let Some(old) = last.as_ref().filter(|old| *old != policy) {
+                metrics::gauge!("valkey_maxmemory_policy", "node" => node.clone(), "policy" => old.clone())
+                    .set(0.0);
+            }
             metrics::gauge!("valkey_maxmemory_policy", "node" => node.clone(), "policy" => policy.clone())
                 .set(1.0);
+            *last = Some(policy.clone());
         }
         if let Some(evicted) = self.evicted {
             metrics::counter!("valkey_evicted_keys_total", "node" => node.clone())
@@ -73,7 +81,8 @@ pub(crate) async fn record(node: &Node, limit: Duration) {
         .custom::<String, &str>(command, vec!["memory", "stats"]);
     match tokio::time::timeout(limit, asked).await {
         Ok(Ok(reply)) => {
-            MemoryInfo::parse(&reply).export(&format!("{}:{}", node.server.host, node.server.port))
+            let label = format!("{}:{}", node.server.host, node.server.port);
+            MemoryInfo::parse(&reply).export(&label, &node.memory_policy)
         }
         Ok(Err(e)) => tracing::debug!(error = %e, "INFO memory stats refused"),
         Err(_) => {}

@@ -8,7 +8,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -16,7 +16,7 @@ use std::{
 use fred::{
     clients::Client,
     error::Error as FredError,
-    interfaces::ClientLike,
+    interfaces::{ClientLike, EventInterface},
     prelude::{Builder, ReconnectPolicy},
     types::{
         ClusterHash, CustomCommand, RespVersion, Value,
@@ -26,7 +26,7 @@ use fred::{
         },
     },
 };
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::Mutex;
 
 use crate::topology::{Addr, addr};
 
@@ -105,12 +105,24 @@ pub(crate) struct Node {
     failures: AtomicU32,
     stopped: Arc<AtomicBool>,
     template: Arc<Template>,
+    /// Whether its connections must say READONLY when they open (a replica serving reads).
+    readonly: Arc<AtomicBool>,
+    /// Why its connections were last closed on purpose, for the reconnect metric.
+    forced: Arc<std::sync::Mutex<Option<&'static str>>>,
+    /// When a reconnect was last forced (ms since the node was created): at most one per second.
+    last_forced: AtomicU64,
+    created: std::time::Instant,
+    /// The `maxmemory-policy` last exported for it (memory.rs).
+    pub memory_policy: std::sync::Mutex<Option<String>>,
+    /// The tasks watching its clients' connection events, ended with the node.
+    watchers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// A client of its own for writes that wait for a replica (WAIT blocks its connection, so
     /// it must not hold up the shared one), with its supervisor's stop flag; closed when the
     /// node stops being a primary.
     durable: Mutex<Option<(Client, Arc<AtomicBool>)>>,
-    /// A client of its own for `ASKING` + command, so nothing comes between them.
-    asking: OnceCell<Asking>,
+    /// A client of its own for `ASKING` + command, so nothing comes between them; opened on
+    /// the first ASK, closed when the slot table changes (the migration that needed it is over).
+    asking: Mutex<Option<Arc<Asking>>>,
 }
 
 /// The connection used to follow ASK redirections to this node.
@@ -125,19 +137,65 @@ impl Node {
         let clients = (0..template.per_node.max(1))
             .map(|_| template.client(server))
             .collect::<Result<Vec<_>, _>>()?;
-        for client in &clients {
-            supervise(client.clone(), stopped.clone());
-        }
-        Ok(Self {
+        let node = Self {
             server: server.clone(),
             clients,
             next: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             stopped,
             template,
+            readonly: Arc::new(AtomicBool::new(false)),
+            forced: Arc::default(),
+            last_forced: AtomicU64::new(0),
+            created: std::time::Instant::now(),
+            watchers: std::sync::Mutex::default(),
+            memory_policy: std::sync::Mutex::default(),
             durable: Mutex::new(None),
-            asking: OnceCell::new(),
-        })
+            asking: Mutex::new(None),
+        };
+        for client in &node.clients {
+            node.start(client);
+        }
+        Ok(node)
+    }
+
+    /// Keeps `client` connecting and watches its connection's life: counts reconnects by
+    /// cause, and says READONLY on every new connection of a replica.
+    fn start(&self, client: &Client) {
+        supervise(client.clone(), self.stopped.clone());
+        let watcher = watch(client.clone(), self.readonly.clone(), self.forced.clone());
+        self.watchers.lock().expect("watchers lock").push(watcher);
+    }
+
+    /// Marks the node as a replica serving reads (READONLY on each connection as it opens) or
+    /// not; sends READONLY now on the connections already open.
+    pub fn set_readonly(&self, readonly: bool) {
+        if !self.readonly.swap(readonly, Ordering::Relaxed) && readonly {
+            self.send_readonly();
+        }
+    }
+
+    /// Closes and reopens every connection of the node (with a fresh DNS resolution): they no
+    /// longer reach the node its address names. At most once a second.
+    pub fn reconnect(&self, cause: &'static str) {
+        let now = self.created.elapsed().as_millis() as u64 + FORCE_GAP_MS;
+        let last = self.last_forced.load(Ordering::Relaxed);
+        if now < last + FORCE_GAP_MS
+            || self
+                .last_forced
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        tracing::warn!(node = %format_args!("{}:{}", self.server.host, self.server.port), cause,
+            "reopening the connections of a valkey node");
+        *self.forced.lock().expect("forced lock") = Some(cause);
+        for client in self.clients.clone() {
+            tokio::spawn(async move {
+                let _ = client.force_reconnection().await;
+            });
+        }
     }
 
     /// The next client, round robin.
@@ -192,6 +250,8 @@ impl Node {
         let client = self.template.client(&self.server)?;
         let stopped = Arc::new(AtomicBool::new(self.stopped.load(Ordering::Relaxed)));
         supervise(client.clone(), stopped.clone());
+        let watcher = watch(client.clone(), Arc::default(), self.forced.clone());
+        self.watchers.lock().expect("watchers lock").push(watcher);
         wait_connected(&client, self.template.connect_timeout()).await;
         *lane = Some((client.clone(), stopped));
         Ok(client)
@@ -209,18 +269,29 @@ impl Node {
     }
 
     /// The connection that follows ASK to this node, connected on first use.
-    pub async fn asking(&self) -> Result<&Asking, FredError> {
-        self.asking
-            .get_or_try_init(|| async {
-                let client = self.template.client(&self.server)?;
-                supervise(client.clone(), self.stopped.clone());
-                wait_connected(&client, self.template.connect_timeout()).await;
-                Ok(Asking {
-                    client,
-                    lock: Mutex::new(()),
-                })
-            })
-            .await
+    pub async fn asking(&self) -> Result<Arc<Asking>, FredError> {
+        let mut lane = self.asking.lock().await;
+        if let Some(asking) = lane.as_ref() {
+            return Ok(asking.clone());
+        }
+        let client = self.template.client(&self.server)?;
+        self.start(&client);
+        wait_connected(&client, self.template.connect_timeout()).await;
+        let asking = Arc::new(Asking {
+            client,
+            lock: Mutex::new(()),
+        });
+        *lane = Some(asking.clone());
+        Ok(asking)
+    }
+
+    /// Closes the ASK connection, if one is open: the slot table changed, so the migration
+    /// that needed it is over (the next ASK opens it again).
+    pub async fn close_asking(&self) {
+        let closed = self.asking.lock().await.take();
+        if let Some(asking) = closed {
+            let _ = asking.client.quit().await;
+        }
     }
 
     /// Asks the node to serve reads of its primary's slots (a replica answers MOVED without it;
@@ -238,13 +309,66 @@ impl Node {
     pub async fn quit(&self) {
         self.stopped.store(true, Ordering::Relaxed);
         self.close_durable().await;
-        for client in self
-            .clients
-            .iter()
-            .chain(self.asking.get().map(|a| &a.client))
-        {
+        self.close_asking().await;
+        for client in &self.clients {
             let _ = client.quit().await;
         }
+        for watcher in self.watchers.lock().expect("watchers lock").drain(..) {
+            watcher.abort();
+        }
+    }
+}
+
+/// Least time between two forced reconnects of one node.
+const FORCE_GAP_MS: u64 = 1000;
+
+/// Follows one client's connection events for as long as the node lives: each new connection
+/// after the first is a reconnect, counted by what closed the last one (a reconnect the router
+/// forced, a connection that went silent (TCP_USER_TIMEOUT or keepalive), or one closed by the
+/// peer or the network); a replica's new connection is told READONLY before anything else is
+/// routed to it (a read sent in between is refused and served by the primary).
+fn watch(
+    client: Client,
+    readonly: Arc<AtomicBool>,
+    forced: Arc<std::sync::Mutex<Option<&'static str>>>,
+) -> tokio::task::JoinHandle<()> {
+    let mut errors = client.error_rx();
+    let mut reconnects = client.reconnect_rx();
+    tokio::spawn(async move {
+        let mut cause = "closed";
+        loop {
+            tokio::select! {
+                error = errors.recv() => match error {
+                    Ok((e, _)) => cause = reconnect_cause(&e),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+                reconnect = reconnects.recv() => match reconnect {
+                    Ok(_) => {
+                        let why = forced.lock().expect("forced lock").take().unwrap_or(cause);
+                        metrics::counter!("valkey_reconnects_total", "cause" => why).increment(1);
+                        cause = "closed";
+                        if readonly.load(Ordering::Relaxed) {
+                            let command = CustomCommand::new_static("READONLY", ClusterHash::Random, false);
+                            let _ = client.custom::<Value, Value>(command, Vec::new()).await;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+            }
+        }
+    })
+}
+
+/// What closed a connection, from the error fred reported: `silent` when the kernel gave up on
+/// a peer that stopped answering (TCP_USER_TIMEOUT, keepalive), else `closed`.
+fn reconnect_cause(e: &FredError) -> &'static str {
+    let text = e.to_string().to_ascii_lowercase();
+    if text.contains("timed out") || text.contains("timeout") {
+        "silent"
+    } else {
+        "closed"
     }
 }
 

@@ -5,9 +5,13 @@
 //! the command to the old owner, then ends its connection task for good), so each node has a
 //! plain client (nodes.rs) and redirections come back here as errors:
 //! * MOVED: the command goes to the node named, and the slot table is re-read in the background;
+//!   a MOVED to the very node that answered reopens its connections (they reach another node);
 //! * ASK: `ASKING` and the command go to the node named, on a connection of their own and under
 //!   a lock, so nothing comes between them. The command goes there only after the owner refused
-//!   it for that key, never on a guess: a key not yet migrated is never read or written there.
+//!   it for that key, never on a guess: a key not yet migrated is never read or written there;
+//! * TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN: retried after a pause, within the deadline.
+//!
+//! Every attempt of one RPC shares its deadline (deadline.rs).
 
 use std::{
     sync::{
@@ -25,7 +29,7 @@ use fred::{
     util::redis_keyslot,
 };
 
-use crate::{RouteError, nodes::Node, valkey::Valkey};
+use crate::{RouteError, deadline, nodes::Node, topology::addr, valkey::Valkey};
 
 /// Redirections followed for one command before it fails as UNAVAILABLE. An ASK of a script the
 /// importing node does not know yet takes four: the owner's ASK; ASKING and EVALSHA there, whose
@@ -35,6 +39,10 @@ const MAX_ATTEMPTS: usize = 5;
 
 /// Pause before a command refused with TRYAGAIN (its slot migrating) is sent again.
 const TRYAGAIN_PAUSE: Duration = Duration::from_millis(20);
+
+/// Pause before a command refused with CLUSTERDOWN, LOADING or MASTERDOWN (a failover or a
+/// restart under way) is sent again.
+const STATE_PAUSE: Duration = Duration::from_millis(50);
 
 /// Which connection of a node a command goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,62 +81,85 @@ impl Valkey {
         Fut: Future<Output = Result<T, FredError>>,
     {
         let slot = redis_keyslot(key.as_bytes());
+        let deadline = deadline::deadline(self.command_timeout);
         let mut to: Option<(Redirect, Server)> = None;
         let mut last = None;
-        let started = tokio::time::Instant::now();
         let mut redirects = 0;
         while redirects < MAX_ATTEMPTS {
-            let (node, client, result) = match &to {
-                None => {
-                    let node = self.owner(slot)?;
-                    let client = lane_client(&node, lane).await?;
-                    let result = call(client.clone()).await;
-                    (node, client, result)
-                }
-                Some((Redirect::Moved, server)) => {
-                    let node = self.nodes.get(server)?;
-                    node.wait_connected(self.command_timeout).await;
-                    let client = lane_client(&node, lane).await?;
-                    let result = call(client.clone()).await;
-                    (node, client, result)
-                }
-                Some((Redirect::Ask, server)) => {
-                    let node = self.nodes.get(server)?;
-                    let (client, result) = ask(&node, slot, &call).await?;
-                    (node, client, result)
+            // Everything of one attempt (connect waits, the ASK lane's lock, the command) ends
+            // by the RPC's deadline.
+            let attempt = async {
+                Ok::<_, RouteError>(match &to {
+                    None => {
+                        let node = self.owner(slot)?;
+                        let client = lane_client(&node, lane).await?;
+                        let result = call(client.clone()).await;
+                        (node, client, result)
+                    }
+                    Some((Redirect::Moved, server)) => {
+                        let node = self.nodes.get(server)?;
+                        node.wait_connected(self.command_timeout).await;
+                        let client = lane_client(&node, lane).await?;
+                        let result = call(client.clone()).await;
+                        (node, client, result)
+                    }
+                    Some((Redirect::Ask, server)) => {
+                        let node = self.nodes.get(server)?;
+                        let (client, result) = ask(&node, slot, &call).await?;
+                        (node, client, result)
+                    }
+                })
+            };
+            let (node, client, result) = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(attempt) => attempt?,
+                // Out of time while retrying: the refusal that made it retry says more than the
+                // timeout does (CLUSTERDOWN, TRYAGAIN, a redirection).
+                Err(_) => {
+                    return Err(match last {
+                        Some(e) => RouteError::Fred(e),
+                        None => deadline::expired("the valkey command").into(),
+                    });
                 }
             };
-            match result {
+            let e = match result {
                 Ok(value) => return Ok((value, client)),
-                Err(e) => match redirection(&e, &node.server, self.tls_name()) {
-                    Some((kind, target)) => {
-                        let label = match kind {
-                            Redirect::Moved => "moved",
-                            Redirect::Ask => "ask",
-                        };
-                        metrics::counter!("valkey_redirects_total", "kind" => label).increment(1);
-                        if kind == Redirect::Moved {
-                            self.refresh_soon();
-                        }
-                        to = Some((kind, target));
-                        last = Some(e);
-                        redirects += 1;
+                Err(e) => e,
+            };
+            if let Some((kind, target)) = redirection(&e, &node.server, self.tls_name()) {
+                let label = match kind {
+                    Redirect::Moved => "moved",
+                    Redirect::Ask => "ask",
+                };
+                metrics::counter!("valkey_redirects_total", "kind" => label).increment(1);
+                if kind == Redirect::Moved {
+                    if addr(&target) == addr(&node.server) {
+                        // Sent back to where it was: the connection is not to the node the
+                        // address now names (a replaced node). A new connection asks again.
+                        node.reconnect("moved_to_self");
                     }
-                    // The keys of a multi-key command are split between the two nodes of a
-                    // migrating slot, or some do not exist yet: Valkey refuses it until the
-                    // migration moves on. Again from the owner, within the command timeout.
-                    None if e.details().starts_with("TRYAGAIN")
-                        && started.elapsed() + TRYAGAIN_PAUSE < self.command_timeout =>
-                    {
-                        metrics::counter!("valkey_redirects_total", "kind" => "tryagain")
-                            .increment(1);
-                        tokio::time::sleep(TRYAGAIN_PAUSE).await;
-                        to = None;
-                        last = Some(e);
-                    }
-                    None => return Err(RouteError::Fred(e)),
-                },
+                    self.refresh_soon();
+                }
+                to = Some((kind, target));
+                last = Some(e);
+                redirects += 1;
+                continue;
             }
+            // The cluster is between states (a slot migrating, a failover, a node loading its
+            // data): again from the owner after a pause, within the deadline, with a fresh
+            // slot table on the way.
+            let Some((label, pause)) = transient(&e) else {
+                return Err(RouteError::Fred(e));
+            };
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(RouteError::Fred(e));
+            }
+            metrics::counter!("valkey_redirects_total", "kind" => label).increment(1);
+            if label != "tryagain" {
+                self.refresh_soon();
+            }
+            tokio::time::sleep(pause).await;
+            to = None;
+            last = Some(e);
         }
         Err(RouteError::Fred(last.expect("an attempt was made")))
     }
@@ -162,7 +193,9 @@ impl Valkey {
         // A quarter of the command timeout: the primary has the answer, so a replica that died
         // since the last probe (its connection not yet seen closed) costs little.
         let limit = self.command_timeout / REPLICA_TIMEOUT_DIVISOR;
-        match tokio::time::timeout(limit, call(node.client().clone())).await {
+        let until =
+            deadline::deadline(self.command_timeout).min(tokio::time::Instant::now() + limit);
+        match tokio::time::timeout_at(until, call(node.client().clone())).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 if redirection(&e, &node.server, None).is_some() {
@@ -239,6 +272,20 @@ where
     Ok((asking.client.clone(), result))
 }
 
+/// A transient cluster state worth retrying: its metric label and the pause before the retry.
+fn transient(e: &FredError) -> Option<(&'static str, Duration)> {
+    let details = e.details();
+    [
+        ("TRYAGAIN", "tryagain", TRYAGAIN_PAUSE),
+        ("CLUSTERDOWN", "clusterdown", STATE_PAUSE),
+        ("LOADING", "loading", STATE_PAUSE),
+        ("MASTERDOWN", "masterdown", STATE_PAUSE),
+    ]
+    .into_iter()
+    .find(|(prefix, _, _)| details.starts_with(prefix))
+    .map(|(_, label, pause)| (label, pause))
+}
+
 /// The client of `node` for `lane`.
 async fn lane_client(node: &Node, lane: Lane) -> Result<Client, FredError> {
     Ok(match lane {
@@ -277,6 +324,31 @@ mod tests {
     use fred::error::ErrorKind;
 
     use super::*;
+
+    #[test]
+    fn transient_states_are_retried_with_a_pause() {
+        let e = |m: &str| FredError::new(ErrorKind::Unknown, m.to_owned());
+        assert_eq!(
+            transient(&e(
+                "TRYAGAIN Multiple keys request during rehashing of slot"
+            )),
+            Some(("tryagain", TRYAGAIN_PAUSE))
+        );
+        for (message, label) in [
+            ("CLUSTERDOWN The cluster is down", "clusterdown"),
+            ("LOADING Valkey is loading the dataset in memory", "loading"),
+            ("MASTERDOWN Link with MASTER is down", "masterdown"),
+        ] {
+            assert_eq!(transient(&e(message)), Some((label, STATE_PAUSE)));
+        }
+        for other in [
+            "ERR unknown command",
+            "OOM command not allowed",
+            "MOVED 1 a:1",
+        ] {
+            assert_eq!(transient(&e(other)), None, "{other}");
+        }
+    }
 
     #[test]
     fn reads_redirections() {

@@ -109,6 +109,12 @@ impl Table {
                 .iter()
                 .skip(2)
                 .filter_map(|n| node(n, asked, tls_name));
+            // A primary whose endpoint the answering node does not know (`?`, a node still
+            // joining or just failed over): its slots stay unassigned until a later refresh,
+            // rather than being routed to a guess.
+            if range.get(2).is_some_and(unknown_endpoint) {
+                continue;
+            }
             let Some(primary) = nodes.next() else {
                 return Err("CLUSTER SLOTS: a range without a primary".into());
             };
@@ -132,8 +138,18 @@ impl Table {
     }
 }
 
-/// One node block of `CLUSTER SLOTS`: `[host | null, port, id, {metadata}]`.
+/// Whether a node block announces `?`: an endpoint the answering node does not know.
+fn unknown_endpoint(block: &Value) -> bool {
+    matches!(block, Value::Array(fields)
+        if fields.first().and_then(Value::as_string).as_deref() == Some("?"))
+}
+
+/// One node block of `CLUSTER SLOTS`: `[host | null, port, id, {metadata}]`; `None` for a block
+/// without a usable endpoint (`?`).
 fn node(block: &Value, asked: &str, tls_name: Option<&str>) -> Option<Server> {
+    if unknown_endpoint(block) {
+        return None;
+    }
     let Value::Array(fields) = block else {
         return None;
     };
@@ -160,7 +176,7 @@ fn node(block: &Value, asked: &str, tls_name: Option<&str>) -> Option<Server> {
     let announced = fields
         .first()
         .and_then(Value::as_string)
-        .filter(|h| !h.is_empty() && h != "?");
+        .filter(|h| !h.is_empty());
     let host = match (announced, metadata_hostname) {
         (Some(h), Some(name)) if h.parse::<std::net::IpAddr>().is_ok() => name,
         (Some(h), _) => h,
@@ -200,18 +216,30 @@ mod tests {
             ]),
             Value::Array(vec![
                 5461.into(),
-                16383.into(),
+                16000.into(),
                 block(Some("10.0.0.2"), 6379, Some("b.example")),
             ]),
             Value::Array(vec![100.into(), 100.into(), block(None, 7000, None)]),
+            Value::Array(vec![
+                16100.into(),
+                16200.into(),
+                block(Some("?"), 7001, None),
+                block(Some("10.0.0.5"), 6379, None),
+            ]),
+            Value::Array(vec![
+                16300.into(),
+                16300.into(),
+                block(Some("10.0.0.6"), 6379, None),
+                block(Some("?"), 7002, None),
+            ]),
         ]);
         let table = Table::parse(reply, "seed.example", Some("cache.example")).unwrap();
-        assert_eq!(table.shards().len(), 3);
+        assert_eq!(table.shards().len(), 4);
         let (_, a) = table.shard(0).unwrap();
         assert_eq!(addr(&a.primary), ("10.0.0.1".into(), 6379));
         assert_eq!(a.primary.tls_server_name.as_deref(), Some("cache.example"));
         assert_eq!(addr(&a.replicas[0]), ("10.0.0.4".into(), 6379));
-        let (_, b) = table.shard(16383).unwrap();
+        let (_, b) = table.shard(16000).unwrap();
         assert_eq!(addr(&b.primary), ("b.example".into(), 6379));
         assert_eq!(
             b.primary.tls_server_name, None,
@@ -219,6 +247,16 @@ mod tests {
         );
         let (_, c) = table.shard(100).unwrap();
         assert_eq!(addr(&c.primary), ("seed.example".into(), 7000));
+        assert!(
+            table.shard(16150).is_none(),
+            "a primary announced as `?` leaves its slots unassigned"
+        );
+        let (_, d) = table.shard(16300).unwrap();
+        assert_eq!(addr(&d.primary), ("10.0.0.6".into(), 6379));
+        assert!(
+            d.replicas.is_empty(),
+            "a replica announced as `?` is skipped"
+        );
         assert!(table.same_as(&table.clone()));
         assert!(!table.same_as(&Table::empty()));
         assert!(Table::empty().shard(5).is_none());

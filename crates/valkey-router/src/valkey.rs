@@ -40,7 +40,14 @@ pub struct Valkey {
     pub(crate) probe_every: Duration,
     refreshing: Mutex<()>,
     refresh_wanted: AtomicBool,
+    last_refresh: std::sync::Mutex<Instant>,
 }
+
+/// Nodes asked for the slot table at once; the view most of them hold wins.
+const VOTERS: usize = 3;
+
+/// Least time between two topology refreshes asked for by redirections or failures.
+const REFRESH_GAP: Duration = Duration::from_millis(100);
 
 /// What one health probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +94,11 @@ impl Valkey {
             probe_every,
             refreshing: Mutex::new(()),
             refresh_wanted: AtomicBool::new(false),
+            last_refresh: std::sync::Mutex::new(
+                Instant::now()
+                    .checked_sub(REFRESH_GAP)
+                    .unwrap_or_else(Instant::now),
+            ),
         }
     }
 
@@ -143,74 +155,119 @@ impl Valkey {
         }
     }
 
-    /// Re-reads the slot table (`CLUSTER SLOTS`) from the first node that answers: a known
-    /// primary, a replica, then the URL's nodes. Any surviving node is enough, not only the one
-    /// the URL names. Returns whether the table changed.
+    /// Re-reads the slot table (`CLUSTER SLOTS`). Up to [`VOTERS`] nodes are asked at once
+    /// (those that answered the last probe first: known primaries, replicas, then the URL's
+    /// nodes) and the view most of them hold wins, so one node with a stale view (a partitioned
+    /// or restarted primary) cannot send every command to the wrong place. Returns whether the
+    /// table changed.
     pub async fn refresh(self: &Arc<Self>) -> Result<bool, FredError> {
         if !self.clustered {
             return Ok(false);
         }
         let _one_at_a_time = self.refreshing.lock().await;
         self.refresh_wanted.store(false, Ordering::Relaxed);
+        *self.last_refresh.lock().expect("refresh clock") = Instant::now();
         let current = self.table();
         let mut candidates: Vec<Server> = self.used(&current);
         candidates.extend(self.seeds.iter().cloned());
+        let mut seen = std::collections::HashSet::new();
+        candidates.retain(|s| seen.insert(addr(s)));
         // Nodes that answered the last probe first: a hung node would cost a timeout.
         candidates.sort_by_key(|s| !self.nodes.existing(s).is_none_or(|n| n.is_up()));
-        let mut last = None;
-        for server in candidates {
-            let Some(node) = self
-                .nodes
-                .existing(&server)
-                .or_else(|| self.nodes.get(&server).ok())
-            else {
-                continue;
-            };
-            if !node.connected() {
-                continue;
-            }
+        let connected: Vec<(Server, Arc<Node>)> = candidates
+            .into_iter()
+            .filter_map(|server| {
+                let node = self
+                    .nodes
+                    .existing(&server)
+                    .or_else(|| self.nodes.get(&server).ok())?;
+                node.connected().then_some((server, node))
+            })
+            .take(VOTERS)
+            .collect();
+        let answers = join_all(connected.iter().map(|(server, node)| async move {
             let asked =
                 tokio::time::timeout(self.command_timeout, node.client().cluster_slots::<Value>())
                     .await;
-            let reply = match asked {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(e)) => {
-                    last = Some(e);
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            let table = match Table::parse(reply, &server.host, self.tls_name()) {
-                Ok(table) if !table.shards().is_empty() => table,
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "unreadable CLUSTER SLOTS reply");
-                    continue;
-                }
-            };
-            let changed = !table.same_as(&current);
-            if changed {
-                self.install(table).await;
+            match asked {
+                Ok(Ok(reply)) => match Table::parse(reply, &server.host, self.tls_name()) {
+                    Ok(table) if !table.shards().is_empty() => Ok(table),
+                    Ok(_) => Err(None),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable CLUSTER SLOTS reply");
+                        Err(None)
+                    }
+                },
+                Ok(Err(e)) => Err(Some(e)),
+                Err(_) => Err(None),
             }
-            return Ok(changed);
-        }
-        Err(last.unwrap_or_else(|| {
-            FredError::new(
-                fred::error::ErrorKind::IO,
-                "no valkey node answered CLUSTER SLOTS",
-            )
         }))
+        .await;
+        let mut last = None;
+        let mut views: Vec<(Table, usize)> = Vec::new();
+        for answer in answers {
+            match answer {
+                Ok(table) => match views.iter_mut().find(|(t, _)| t.same_as(&table)) {
+                    Some((_, votes)) => *votes += 1,
+                    None => views.push((table, 1)),
+                },
+                Err(e) => last = e.or(last),
+            }
+        }
+        let voters: usize = views.iter().map(|(_, votes)| votes).sum();
+        // Most votes wins; among equals, the first asked (a node that answered the last probe).
+        let Some(best) = (0..views.len()).max_by_key(|&i| (views[i].1, std::cmp::Reverse(i)))
+        else {
+            return Err(last.unwrap_or_else(|| {
+                FredError::new(
+                    fred::error::ErrorKind::IO,
+                    "no valkey node answered CLUSTER SLOTS",
+                )
+            }));
+        };
+        let (table, votes) = views.swap_remove(best);
+        metrics::gauge!("valkey_topology_agreement").set(votes as f64 / voters as f64);
+        if votes < voters {
+            tracing::warn!(
+                agreeing = votes,
+                asked = voters,
+                "valkey nodes disagree on the slot table; the view most hold is used"
+            );
+        }
+        let changed = !table.same_as(&current);
+        if changed {
+            self.install(table).await;
+        }
+        Ok(changed)
     }
 
-    /// Starts a refresh in the background unless one is running (after a MOVED).
+    /// Starts a refresh in the background unless one is already wanted (after a MOVED, a
+    /// CLUSTERDOWN, a primary down), never sooner than [`REFRESH_GAP`] after the last one: a
+    /// storm of redirections costs one CLUSTER SLOTS per node and gap, not one per command.
     pub(crate) fn refresh_soon(self: &Arc<Self>) {
-        if self.refresh_wanted.swap(true, Ordering::Relaxed) {
+        if !self.clustered || self.refresh_wanted.swap(true, Ordering::Relaxed) {
             return;
         }
         let valkey = self.clone();
         tokio::spawn(async move {
-            let _ = valkey.refresh().await;
+            let last = *valkey.last_refresh.lock().expect("refresh clock");
+            tokio::time::sleep_until(tokio::time::Instant::from_std(last + REFRESH_GAP)).await;
+            if let Err(e) = valkey.refresh().await {
+                tracing::debug!(error = %e, "topology refresh failed");
+            }
         });
+    }
+
+    /// What is left of the current RPC's deadline (deadline.rs), or the command timeout outside
+    /// an RPC.
+    pub fn remaining(&self) -> Duration {
+        crate::deadline::deadline(self.command_timeout)
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    /// The time one command (or one RPC's Valkey work) may take.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
     }
 
     async fn install(self: &Arc<Self>, table: Table) {
@@ -228,9 +285,12 @@ impl Valkey {
         self.table.store(Arc::new(table));
         self.nodes.retain(&keep).await;
         for node in self.nodes.all() {
-            if !primaries.contains(&addr(&node.server)) {
+            let primary = primaries.contains(&addr(&node.server));
+            if !primary {
                 node.close_durable().await;
             }
+            node.close_asking().await;
+            node.set_readonly(self.replicas && !primary);
         }
         if self.replicas {
             self.readonly_replicas();
@@ -293,7 +353,9 @@ impl Valkey {
             primaries_up: table.shards().iter().filter(|s| up(&s.primary)).count(),
         };
         if self.clustered && (probe.primaries_up < probe.primaries || probe.primaries == 0) {
-            let _ = self.refresh().await;
+            // In the background: a refresh that waits on dead nodes must not stretch the
+            // probe's cadence, which decides how soon a shard fails fast or serves again.
+            self.refresh_soon();
         }
         probe
     }
