@@ -112,6 +112,8 @@ struct Model {
     suspended: bool,
     violations: Vec<String>,
     ops: HashMap<&'static str, usize>,
+    /// The longest RPC any client waited for, and what it was.
+    slowest: (Duration, &'static str),
 }
 
 impl Model {
@@ -176,12 +178,35 @@ async fn client(mut c: Client, model: Shared, mut rng: SmallRng, me: usize, stop
         // Deletes only once there are sessions to spare: the sessions of a shard killed on
         // purpose must be alive to show what the loss took.
         let spare = model.lock().unwrap().live() > 30;
-        match (roll, pick) {
-            (0..8, _) | (_, None) => create(&mut c, &model, &mut rng, token).await,
-            (8..45, Some(l)) => get(&mut c, &model, &mut rng, l).await,
-            (85..92, Some(l)) if spare => delete(&mut c, &model, &mut rng, l).await,
-            (45..92, Some(l)) => put(&mut c, &model, &mut rng, l, token, &mut known).await,
-            (_, Some(l)) => rotate(&mut c, &model, &mut rng, l, &mut known).await,
+        let started = Instant::now();
+        let what = match (roll, pick) {
+            (0..8, _) | (_, None) => {
+                create(&mut c, &model, &mut rng, token).await;
+                "create"
+            }
+            (8..45, Some(l)) => {
+                get(&mut c, &model, &mut rng, l).await;
+                "get"
+            }
+            (85..92, Some(l)) if spare => {
+                delete(&mut c, &model, &mut rng, l).await;
+                "delete"
+            }
+            (45..92, Some(l)) => {
+                put(&mut c, &model, &mut rng, l, token, &mut known).await;
+                "put"
+            }
+            (_, Some(l)) => {
+                rotate(&mut c, &model, &mut rng, l, &mut known).await;
+                "rotate"
+            }
+        };
+        let took = started.elapsed();
+        {
+            let mut m = model.lock().unwrap();
+            if took > m.slowest.0 {
+                m.slowest = (took, what);
+            }
         }
         if let Some(l) = pick {
             model.lock().unwrap().lineages[l].busy -= 1;
@@ -1058,12 +1083,24 @@ async fn chaos(ns: Arc<NetNs>) {
     ops.sort();
     let total: usize = m.ops.values().sum();
     println!(
-        "chaos: seed {seed}, {:?} of faults: {} faults, {} sessions, {total} operations: {ops:?}",
+        "chaos: seed {seed}, {:?} of faults: {} faults, {} sessions, {total} operations: {ops:?}; \
+         slowest RPC {:?} ({})",
         duration,
         faults.len(),
-        m.lineages.len()
+        m.lineages.len(),
+        m.slowest.0,
+        m.slowest.1
     );
     drop(cluster);
+    // One deadline per RPC (the command timeout, 1 s), whatever the fault: kills, freezes,
+    // migrations (ASK, TRYAGAIN), failovers, black holes. The margin is the test's own: four
+    // clients, six nodes and the service on two cores.
+    assert!(
+        m.slowest.0 <= Duration::from_millis(1250),
+        "CHAOS_SEED={seed}: a {} answered after {:?}, beyond its 1 s deadline",
+        m.slowest.1,
+        m.slowest.0
+    );
     assert!(
         m.violations.is_empty(),
         "CHAOS_SEED={seed}: {} violations: {:#?}",

@@ -295,18 +295,24 @@ fn a_slow_node_costs_its_rpcs_the_deadline_and_no_more() {
         );
         let mut c = service.client().await;
         let ids = sessions(&mut c, 20).await;
-        let pause = (2 * COMMAND_TIMEOUT).as_millis().to_string();
+        let rss = || rss_kib(service.pid());
+        let before = rss();
         let (report, at) = under_load(
             &c,
             &ids,
-            || {
-                valkey.cli(&["CLIENT", "PAUSE", &pause, "ALL"]);
-            },
-            Duration::from_secs(5),
+            || slow_for(&valkey, SLOW_FOR),
+            SLOW_FOR + Duration::from_secs(2),
         )
         .await;
-        let recovery = report.recovery(at + Duration::from_millis(1));
-        print_window("standalone, slow node (2 s pause)", &report, recovery);
+        let recovery = report.recovery(at + SLOW_FOR);
+        print_window(
+            "standalone, slow node (answers after 2 s, for 4 s; served again after it)",
+            &report,
+            recovery,
+        );
+        let grown = rss().saturating_sub(before);
+        println!("standalone, slow node: the service's memory grew by {grown} KiB");
+        assert!(grown < 20 * 1024, "memory grew by {grown} KiB");
         assert!(!report.failures().is_empty(), "{}", report.summary());
         assert_within_deadline("standalone, slow node", &report);
         let clients: u64 = valkey
@@ -315,6 +321,90 @@ fn a_slow_node_costs_its_rpcs_the_deadline_and_no_more() {
             .find_map(|l| l.trim().strip_prefix("connected_clients:")?.parse().ok())
             .unwrap();
         assert!(clients <= 8, "{clients} connections after the slow node");
+    });
+}
+
+/// A slow node for this long: every command waits up to twice the command timeout.
+const SLOW_FOR: Duration = Duration::from_secs(4);
+
+/// Makes `node` slow for `total`: its clients paused 2 s at a time, again and again
+/// (`CLIENT PAUSE ALL`; the cluster bus is not paused, so no failover).
+fn slow_for(node: &Valkey, total: Duration) {
+    let pause = (2 * COMMAND_TIMEOUT).as_millis().to_string();
+    let to = node.cli_args();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while started.elapsed() < total {
+            let answer = test_support::cli(&to, &["CLIENT", "PAUSE", &pause, "ALL"]);
+            assert_eq!(answer.trim(), "OK", "CLIENT PAUSE");
+            std::thread::sleep(2 * COMMAND_TIMEOUT);
+        }
+    });
+}
+
+/// The resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// On the 3-shard TLS cluster: one primary slow (answers after twice the command timeout):
+/// the other shards' RPCs are unaffected, its own are UNAVAILABLE within the deadline.
+#[test]
+fn a_slow_primary_costs_only_its_own_shard() {
+    NetNs::run(|_ns| async move {
+        let d = Deployment::cluster_with(&["--cluster-require-full-coverage", "no"]);
+        let service = d.start_service(&[]);
+        let mut c = service.client().await;
+        let ids = sessions(&mut c, 30).await;
+        let slow = d.primary(0);
+        let on_slow: Vec<usize> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| slow.cli(&["EXISTS", &test_support::session_key(id)]).trim() == "1")
+            .map(|(i, _)| i)
+            .collect();
+        let (report, at) = under_load(
+            &c,
+            &ids,
+            || slow_for(slow, SLOW_FOR),
+            SLOW_FOR + Duration::from_secs(2),
+        )
+        .await;
+        let others: Vec<usize> = (0..ids.len()).filter(|i| !on_slow.contains(i)).collect();
+        let (mine, theirs) = (report.on_sessions(&on_slow), report.on_sessions(&others));
+        print_window(
+            "cluster, slow primary (its shard; served again after it)",
+            &mine,
+            mine.recovery(at + SLOW_FOR),
+        );
+        print_window(
+            "cluster, slow primary (other shards)",
+            &theirs,
+            theirs.recovery(at + SLOW_FOR),
+        );
+        assert!(
+            !on_slow.is_empty() && !mine.failures().is_empty(),
+            "{}",
+            mine.summary()
+        );
+        assert!(
+            theirs.failures().is_empty(),
+            "other shards failed: {}",
+            theirs.summary()
+        );
+        assert_within_deadline("cluster, slow primary", &mine);
     });
 }
 

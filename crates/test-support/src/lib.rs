@@ -90,6 +90,16 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
+/// Runs valkey-cli with `to` (a server's [`Valkey::cli_args`]) and `args`; returns its output.
+pub fn cli(to: &[String], args: &[&str]) -> String {
+    let out = Command::new("valkey-cli")
+        .args(to)
+        .args(args)
+        .output()
+        .expect("valkey-cli must be installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Where test servers listen unless told otherwise.
 const LOOPBACK: &str = "127.0.0.1";
 
@@ -235,16 +245,26 @@ impl Valkey {
 
     /// Runs valkey-cli against this server and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new("valkey-cli");
-        cmd.args(["-h", &self.host, "-p", &self.port.to_string()]);
+        cli(&self.cli_args(), args)
+    }
+
+    /// The valkey-cli arguments that reach this server (address, TLS), for a thread of its own:
+    /// pass them to [`cli`].
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "-h".to_owned(),
+            self.host.clone(),
+            "-p".to_owned(),
+            self.port.to_string(),
+        ];
         if let Some(tls) = &self.tls {
-            cmd.args(["--tls", "--cacert", &tls.ca.display().to_string()]);
+            args.extend([
+                "--tls".into(),
+                "--cacert".into(),
+                tls.ca.display().to_string(),
+            ]);
         }
-        let out = cmd
-            .args(args)
-            .output()
-            .expect("valkey-cli must be installed");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        args
     }
 
     /// Count of calls of one command from INFO commandstats (e.g. "get", "evalsha").

@@ -352,6 +352,10 @@ impl Valkey {
             primaries: table.shards().len(),
             primaries_up: table.shards().iter().filter(|s| up(&s.primary)).count(),
         };
+        if !self.clustered {
+            // One server: nothing to disagree about (the series exists on every deployment).
+            metrics::gauge!("valkey_topology_agreement").set(1.0);
+        }
         if self.clustered && (probe.primaries_up < probe.primaries || probe.primaries == 0) {
             // In the background: a refresh that waits on dead nodes must not stretch the
             // probe's cadence, which decides how soon a shard fails fast or serves again.
