@@ -500,3 +500,38 @@ fn a_black_holed_primary_is_failed_over_and_the_other_shards_are_unaffected() {
         victim_report.recovery(at + Duration::from_millis(1));
     });
 }
+
+/// A caller that vanishes without closing (its host gone, its flow dropped): the server's HTTP/2
+/// keepalive PING goes unanswered and the connection is closed, instead of being held until
+/// TCP gives up.
+#[test]
+fn a_vanished_caller_is_closed_by_http2_keepalive() {
+    NetNs::run(|ns| async move {
+        let valkey = Valkey::standalone();
+        let service = Service::start(
+            &valkey.url(),
+            &[
+                ("VALKEY_SESSIONS_GRPC__KEEPALIVE_INTERVAL", "1s"),
+                ("VALKEY_SESSIONS_GRPC__KEEPALIVE_TIMEOUT", "1s"),
+            ],
+        );
+        let mut c = service.client().await;
+        create(&mut c, CreateRequest::default()).await;
+        let open = || service.metric("grpc_connections", "");
+        assert_eq!(open(), 1.0, "{}", service.scrape_metrics());
+        let at = Instant::now();
+        assert_eq!(ns.silence_connections_to(service.addr.port()), 1);
+        let closed = loop {
+            if open() == 0.0 {
+                break at.elapsed();
+            }
+            assert!(
+                at.elapsed() < Duration::from_secs(10),
+                "the vanished caller's connection is still open"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!("a vanished caller: its connection closed after {closed:?} (keepalive 1 s + 1 s)");
+        drop(c);
+    });
+}

@@ -43,6 +43,22 @@ pub struct Valkey {
     last_refresh: std::sync::Mutex<Instant>,
 }
 
+/// The view most of `tables` (in the order the nodes were asked) hold, with its votes and the
+/// number of voters; among equals, the first asked (a node that answered the last probe).
+fn majority(tables: Vec<Table>) -> Option<(Table, usize, usize)> {
+    let voters = tables.len();
+    let mut views: Vec<(Table, usize)> = Vec::new();
+    for table in tables {
+        match views.iter_mut().find(|(t, _)| t.same_as(&table)) {
+            Some((_, votes)) => *votes += 1,
+            None => views.push((table, 1)),
+        }
+    }
+    let best = (0..views.len()).max_by_key(|&i| (views[i].1, std::cmp::Reverse(i)))?;
+    let (table, votes) = views.swap_remove(best);
+    Some((table, votes, voters))
+}
+
 /// Nodes asked for the slot table at once; the view most of them hold wins.
 const VOTERS: usize = 3;
 
@@ -204,20 +220,14 @@ impl Valkey {
         }))
         .await;
         let mut last = None;
-        let mut views: Vec<(Table, usize)> = Vec::new();
+        let mut tables = Vec::new();
         for answer in answers {
             match answer {
-                Ok(table) => match views.iter_mut().find(|(t, _)| t.same_as(&table)) {
-                    Some((_, votes)) => *votes += 1,
-                    None => views.push((table, 1)),
-                },
+                Ok(table) => tables.push(table),
                 Err(e) => last = e.or(last),
             }
         }
-        let voters: usize = views.iter().map(|(_, votes)| votes).sum();
-        // Most votes wins; among equals, the first asked (a node that answered the last probe).
-        let Some(best) = (0..views.len()).max_by_key(|&i| (views[i].1, std::cmp::Reverse(i)))
-        else {
+        let Some((table, votes, voters)) = majority(tables) else {
             return Err(last.unwrap_or_else(|| {
                 FredError::new(
                     fred::error::ErrorKind::IO,
@@ -225,7 +235,6 @@ impl Valkey {
                 )
             }));
         };
-        let (table, votes) = views.swap_remove(best);
         metrics::gauge!("valkey_topology_agreement").set(votes as f64 / voters as f64);
         if votes < voters {
             tracing::warn!(
@@ -400,5 +409,28 @@ impl Valkey {
     /// Closes every connection.
     pub async fn quit(&self) {
         self.nodes.quit().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned_by(port: u16) -> Table {
+        Table::single(Server::new("10.0.0.1", port))
+    }
+
+    #[test]
+    fn the_view_most_nodes_hold_wins() {
+        let (table, votes, voters) = majority(vec![owned_by(1), owned_by(2), owned_by(2)]).unwrap();
+        assert!(
+            table.same_as(&owned_by(2)),
+            "two of three outvote the first asked"
+        );
+        assert_eq!((votes, voters), (2, 3));
+        let (table, votes, voters) = majority(vec![owned_by(1), owned_by(2)]).unwrap();
+        assert!(table.same_as(&owned_by(1)), "a tie goes to the first asked");
+        assert_eq!((votes, voters), (1, 2));
+        assert!(majority(Vec::new()).is_none());
     }
 }
