@@ -50,7 +50,12 @@ impl TokenTable {
     /// Parses the TOML text of a tokens file.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
-        let mut entries = Vec::with_capacity(file.token.len());
+        if file.token.is_empty() {
+            // A file emptied by mistake (a failed secret sync) would refuse every caller at the
+            // next reload; refused here, the table in use stays.
+            return Err("no [[token]] entries: a tokens file must name at least one token".into());
+        }
+        let mut entries: Vec<([u8; 32], Arc<str>)> = Vec::with_capacity(file.token.len());
         for (i, entry) in file.token.into_iter().enumerate() {
             if entry.identity.is_empty() {
                 return Err(format!("token {}: identity is empty", i + 1));
@@ -63,6 +68,17 @@ impl TokenTable {
                     entry.identity
                 )
             })?;
+            // One token, two identities: which one a request gets would depend on the order of
+            // the file.
+            if let Some(j) = entries.iter().position(|(h, _)| *h == hash) {
+                return Err(format!(
+                    "token {} ({}) has the same sha256 as token {} ({}): a token names one identity",
+                    i + 1,
+                    entry.identity,
+                    j + 1,
+                    entries[j].1
+                ));
+            }
             entries.push((hash, entry.identity.into()));
         }
         Ok(Self { entries })
@@ -116,6 +132,23 @@ mod tests {
         assert_eq!(table.verify(""), None);
         assert_eq!(table.verify(&"x".repeat(MAX_TOKEN_BYTES + 1)), None);
         assert!(!text.contains("s3cret"), "the file holds no token in clear");
+    }
+
+    #[test]
+    fn a_duplicate_hash_or_an_empty_file_is_refused() {
+        let twice = format!(
+            "[[token]]\nidentity = \"gw\"\nsha256 = \"{h}\"\n[[token]]\nidentity = \"ops\"\nsha256 = \"{h}\"\n",
+            h = hash_hex("s3cret-token-1")
+        );
+        let e = TokenTable::parse(&twice).unwrap_err();
+        assert!(
+            e.contains("token 2 (ops) has the same sha256 as token 1 (gw)"),
+            "{e}"
+        );
+        for empty in ["", "# no tokens yet\n", "token = []\n"] {
+            let e = TokenTable::parse(empty).unwrap_err();
+            assert!(e.contains("no [[token]] entries"), "{empty:?}: {e}");
+        }
     }
 
     #[test]

@@ -30,6 +30,15 @@ pub struct GrpcConfig {
     /// How long a keepalive PING may go unanswered before the connection is closed.
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// HTTP/2 streams (concurrent RPCs) one connection may have open.
+    pub max_concurrent_streams: u32,
+    /// Connections are closed (GOAWAY) after this long, so every caller re-authenticates: the
+    /// bound on how long a revoked token or certificate keeps working on an open connection.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    /// Time the RPCs in flight on a connection past its age get to finish.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age_grace: Duration,
     /// Serve gRPC server reflection (on in `local`, off by default in `cloud`).
     pub reflection: bool,
     /// Declares the network trusted: lets the `cloud` profile run without TLS and without caller
@@ -73,6 +82,9 @@ impl GrpcConfig {
             shutdown_grace: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 200,
+            max_connection_age: Duration::from_secs(30 * 60),
+            max_connection_age_grace: Duration::from_secs(30),
             reflection: profile == Profile::Local,
             trusted_network: false,
             tls: ServerTlsConfig {
@@ -88,6 +100,17 @@ impl GrpcConfig {
         positive("grpc.request_timeout", self.request_timeout)?;
         positive("grpc.keepalive_interval", self.keepalive_interval)?;
         positive("grpc.keepalive_timeout", self.keepalive_timeout)?;
+        positive("grpc.max_connection_age", self.max_connection_age)?;
+        positive(
+            "grpc.max_connection_age_grace",
+            self.max_connection_age_grace,
+        )?;
+        if self.max_concurrent_streams == 0 {
+            return Err(SettingError::invalid(
+                "grpc.max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
         if self.concurrency_limit == 0 {
             return Err(SettingError::invalid(
                 "grpc.concurrency_limit",
@@ -102,19 +125,32 @@ impl GrpcConfig {
                  GRPC_TLS_CLIENT_CA_FILE (client certificates)",
             ));
         }
-        if profile == Profile::Cloud
-            && !self.tls.enabled()
-            && !auth.required
-            && !self.trusted_network
-        {
-            return Err(SettingError::invalid(
-                "grpc.tls",
-                "the cloud profile needs TLS on the gRPC port (GRPC_TLS_CERT_FILE, \
-                 GRPC_TLS_KEY_FILE) or caller authentication (VALKEY_SESSIONS_AUTH__REQUIRED=true \
-                 with GRPC_AUTH_TOKENS_FILE or GRPC_TLS_CLIENT_CA_FILE); set \
-                 VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK=true only where the network itself \
-                 authenticates and encrypts (a service mesh)",
-            ));
+        // TLS alone would let anyone who reaches the port be an anonymous caller with every
+        // RPC (a signed-in session for any user, RevokeSessions of anyone); auth alone would
+        // send tokens in clear.
+        const MESH: &str = "set VALKEY_SESSIONS_GRPC__TRUSTED_NETWORK=true only where the network \
+                            itself authenticates and encrypts (a service mesh)";
+        if profile == Profile::Cloud && !self.trusted_network {
+            if !self.tls.enabled() {
+                return Err(SettingError::invalid(
+                    "grpc.tls",
+                    format!(
+                        "the cloud profile needs TLS on the gRPC port (GRPC_TLS_CERT_FILE, \
+                         GRPC_TLS_KEY_FILE) and caller authentication; {MESH}"
+                    ),
+                ));
+            }
+            if !auth.required {
+                return Err(SettingError::invalid(
+                    "auth.required",
+                    format!(
+                        "the cloud profile needs caller authentication as well as TLS \
+                         (VALKEY_SESSIONS_AUTH__REQUIRED=true with GRPC_AUTH_TOKENS_FILE or \
+                         GRPC_TLS_CLIENT_CA_FILE): with TLS alone anyone who reaches the port \
+                         has every RPC; {MESH}"
+                    ),
+                ));
+            }
         }
         Ok(())
     }

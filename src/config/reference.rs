@@ -32,12 +32,24 @@ pub const MEANINGS: &[(&str, &str)] = &[
         "unanswered keepalive PING time before the connection closes",
     ),
     (
+        "grpc.max_concurrent_streams",
+        "HTTP/2 streams (RPCs) open at once on one connection",
+    ),
+    (
+        "grpc.max_connection_age",
+        "connections closed after this: bounds a revoked token or certificate",
+    ),
+    (
+        "grpc.max_connection_age_grace",
+        "time in-flight RPCs get once a connection reached its age",
+    ),
+    (
         "grpc.reflection",
         "serve gRPC server reflection (grpcurl without proto files)",
     ),
     (
         "grpc.trusted_network",
-        "lets `cloud` run with neither TLS nor caller auth (loud warning at start-up)",
+        "lets `cloud` run without TLS and caller auth (a mesh; loud warning at start-up)",
     ),
     (
         "grpc.tls.cert_file",
@@ -190,6 +202,10 @@ pub const MEANINGS: &[(&str, &str)] = &[
     (
         "limits.max_principal_bytes",
         "principal length (INVALID_ARGUMENT)",
+    ),
+    (
+        "limits.display_attributes",
+        "attributes ListSessions may show (others INVALID_ARGUMENT)",
     ),
     (
         "log.format",

@@ -142,10 +142,7 @@ impl Prepared {
         Ok(Server {
             admission: Admission::new(config.grpc.concurrency_limit, config.grpc.request_timeout),
             grace: config.grpc.shutdown_grace,
-            keepalive: (
-                config.grpc.keepalive_interval,
-                config.grpc.keepalive_timeout,
-            ),
+            http2: Http2Limits::from(&config.grpc),
             authenticator: self.authenticator,
             tls: self.security.tls,
             listener,
@@ -156,12 +153,37 @@ impl Prepared {
     }
 }
 
+/// Streams a peer may open and reset before the server has accepted them (the HTTP/2 "rapid
+/// reset" flood); beyond it the connection is closed.
+const MAX_PENDING_RESETS: usize = 64;
+
+/// What bounds one caller's HTTP/2 connection (docs/security.md).
+#[derive(Clone, Copy)]
+struct Http2Limits {
+    keepalive_interval: std::time::Duration,
+    keepalive_timeout: std::time::Duration,
+    max_concurrent_streams: u32,
+    max_connection_age: std::time::Duration,
+    max_connection_age_grace: std::time::Duration,
+}
+
+impl From<&crate::config::GrpcConfig> for Http2Limits {
+    fn from(grpc: &crate::config::GrpcConfig) -> Self {
+        Self {
+            keepalive_interval: grpc.keepalive_interval,
+            keepalive_timeout: grpc.keepalive_timeout,
+            max_concurrent_streams: grpc.max_concurrent_streams,
+            max_connection_age: grpc.max_connection_age,
+            max_connection_age_grace: grpc.max_connection_age_grace,
+        }
+    }
+}
+
 /// A built service, listening, ready to serve.
 pub struct Server {
     admission: Admission,
     grace: std::time::Duration,
-    /// HTTP/2 keepalive: PING interval and how long a PING may go unanswered.
-    keepalive: (std::time::Duration, std::time::Duration),
+    http2: Http2Limits,
     authenticator: Arc<Authenticator>,
     tls: Option<ServerTls>,
     listener: TcpListener,
@@ -190,10 +212,14 @@ impl Server {
             health.stop_serving().await;
         };
         let admission = self.admission;
-        let (ping_every, ping_timeout) = self.keepalive;
+        let h2 = self.http2;
         let server = TonicServer::builder()
-            .http2_keepalive_interval(Some(ping_every))
-            .http2_keepalive_timeout(Some(ping_timeout))
+            .http2_keepalive_interval(Some(h2.keepalive_interval))
+            .http2_keepalive_timeout(Some(h2.keepalive_timeout))
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+            .max_connection_age(h2.max_connection_age)
+            .max_connection_age_grace(h2.max_connection_age_grace)
             .layer(GateLayer::new(self.authenticator, admission.clone()))
             .add_routes(self.routes)
             .serve_with_incoming_shutdown(tls::incoming(self.listener, self.tls), graceful);

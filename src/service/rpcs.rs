@@ -218,7 +218,7 @@ impl SessionService {
             )));
         }
         for name in &req.display_attributes {
-            tenant.limits.check_name("display_attributes", name)?;
+            tenant.limits.check_display(name)?;
         }
         let secret = self.store.secret().await?;
         let now = now_ms();

@@ -7,6 +7,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
+import { createServer } from "node:http";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -88,9 +89,15 @@ test("a page on another origin cannot change this site's sessions (CSRF)", async
   await page.goto(base + "/");
   await item(page, "Hello World").waitFor();
 
-  // Same page, another origin: localhost is not 127.0.0.1 to the browser.
-  const foreign = base.replace("127.0.0.1", "localhost");
-  assert.notEqual(foreign, base);
+  // Another site: a page of its own on another loopback port (named localhost, which is not
+  // 127.0.0.1 to the browser), not the gateway's page, whose Content-Security-Policy would stop
+  // its fetch before the gateway could.
+  const elsewhere = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end("<!doctype html><title>elsewhere</title>");
+  });
+  await new Promise((ready) => elsewhere.listen(0, "127.0.0.1", ready));
+  const foreign = `http://localhost:${elsewhere.address().port}`;
   const attacker = await context.newPage();
   await attacker.goto(foreign + "/");
   const answered = attacker.waitForResponse((r) => r.url() === base + "/todos" && r.request().method() === "POST");
@@ -110,6 +117,7 @@ test("a page on another origin cannot change this site's sessions (CSRF)", async
   await item(page, "Hello World").waitFor();
   assert.equal(await item(page, "Planted by another site").count(), 0);
   await context.close();
+  elsewhere.close();
 });
 
 const sessionItems = (page) => page.locator("#sessions li");

@@ -73,8 +73,15 @@ async fn create_get_put_delete_round_trip(shape: Shape) {
         30 * 60,
         "default idle timeout"
     );
-    assert!(created.absolute_expires_at.is_none(), "no cap by default");
     let created_at = created.created_at.unwrap();
+    assert_eq!(
+        created
+            .absolute_expires_at
+            .as_ref()
+            .map(|t| t.seconds - created_at.seconds),
+        Some(7 * 24 * 3600),
+        "a 7-day absolute cap by default: a stolen id does not live for ever"
+    );
     assert_eq!(created.last_accessed_at.unwrap(), created_at);
     assert_eq!(
         created.expires_at.unwrap().seconds,

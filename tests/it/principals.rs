@@ -116,7 +116,7 @@ async fn list_pages_newest_first_with_handles_that_cannot_read(shape: Shape) {
         .list_sessions(ListSessionsRequest {
             principal: p.clone(),
             page_size: 2,
-            display_attributes: vec!["device".into(), "missing".into()],
+            display_attributes: vec!["device".into(), "location".into()],
             ..Default::default()
         })
         .await
@@ -138,6 +138,22 @@ async fn list_pages_newest_first_with_handles_that_cannot_read(shape: Shape) {
     assert!(
         !first.sessions[0].display_attributes.contains_key("cart"),
         "only what was asked"
+    );
+    // Only what a "your devices" page needs: an attribute off the display list (it could hold
+    // a CSRF or OAuth token) is refused, not read from every session of the user.
+    let refused = c
+        .list_sessions(ListSessionsRequest {
+            principal: p.clone(),
+            display_attributes: vec!["cart".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("limits.display_attributes"),
+        "{}",
+        refused.message()
     );
     let all = list_all(&mut c, &p, 2).await;
     assert_eq!(devices(&all), ["phone", "tv", "watch", "tablet", "laptop"]);

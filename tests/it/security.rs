@@ -123,6 +123,99 @@ async fn tls_serves_and_a_plaintext_peer_on_either_side_is_refused_cleanly() {
     );
 }
 
+/// Sockets that connect and never send a ClientHello (from one host) cannot hold up anyone
+/// else's connection: the accept loop never waits, one peer gets a bounded share of the
+/// handshakes in progress, and the rest of its sockets are closed at once.
+#[tokio::test]
+async fn silent_sockets_do_not_block_other_callers_handshakes() {
+    let valkey = Valkey::standalone();
+    let secured = Secured::new(&[], "");
+    let service = Service::start_secured(&valkey.url(), &secured, &[]);
+    let mut silent = Vec::new();
+    for _ in 0..400 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        silent.push(socket.connect(service.addr).await.unwrap());
+    }
+    let start = Instant::now();
+    let served = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut c = service.client().await;
+        create_id(&mut c).await
+    })
+    .await;
+    assert!(
+        served.is_ok(),
+        "a caller waited behind {} silent sockets of another host",
+        silent.len()
+    );
+    println!(
+        "a new caller served in {:?} with {} silent sockets of another host open",
+        start.elapsed(),
+        silent.len()
+    );
+    assert!(
+        service.metric("grpc_tls_handshake_failures_total", "") >= 300.0,
+        "the other host's sockets beyond its share were closed at once"
+    );
+}
+
+/// The server advertises a bounded number of concurrent streams per connection (HTTP/2
+/// SETTINGS), so one connection cannot open RPCs without limit.
+#[tokio::test]
+async fn http2_streams_per_connection_are_bounded() {
+    let valkey = Valkey::standalone();
+    let service = Service::start(
+        &valkey.url(),
+        &[("VALKEY_SESSIONS_GRPC__MAX_CONCURRENT_STREAMS", "50")],
+    );
+    let tcp = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+    let (_requests, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let start = Instant::now();
+    // The connection future reads the server's SETTINGS as it is polled.
+    while connection.max_concurrent_send_streams() != 50 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the server advertises {} concurrent streams, not 50",
+            connection.max_concurrent_send_streams()
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(50), &mut connection).await;
+    }
+}
+
+/// Connections are closed at their maximum age (after a grace for the RPCs in flight): the
+/// bound on how long a revoked token or certificate keeps working on an open connection. The
+/// caller reconnects (and authenticates again) on its next RPC.
+#[tokio::test]
+async fn connections_are_closed_at_their_maximum_age() {
+    let valkey = Valkey::standalone();
+    let service = Service::start(
+        &valkey.url(),
+        &[
+            ("VALKEY_SESSIONS_GRPC__MAX_CONNECTION_AGE", "1s"),
+            ("VALKEY_SESSIONS_GRPC__MAX_CONNECTION_AGE_GRACE", "1s"),
+        ],
+    );
+    let mut c = service.client().await;
+    let id = create_id(&mut c).await;
+    assert_eq!(service.metric("grpc_connections", ""), 1.0);
+    let start = Instant::now();
+    wait_until(
+        "the aged connection is closed",
+        Duration::from_secs(8),
+        || service.metric("grpc_connections", "") == 0.0,
+    );
+    println!(
+        "a connection of max age 1 s (+1 s grace) closed after {:?}",
+        start.elapsed()
+    );
+    eventually(
+        "a new connection serves",
+        Duration::from_secs(5),
+        || async { c.clone().get(get(&id)).await.is_ok() },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn mutual_tls_refuses_missing_foreign_and_expired_client_certificates() {
     let valkey = Valkey::standalone();
@@ -414,6 +507,15 @@ async fn tokens_authenticate_authorise_and_reload_without_touching_valkey() {
     let mut new = service.client_as(&rotated).await.unwrap();
     assert!(new.get(get(&id)).await.is_ok());
     assert!(gw.get(get(&id)).await.is_ok());
+    // So does an emptied one (a failed secret sync): it would refuse every caller.
+    std::fs::write(&secured.tokens_file, "").unwrap();
+    wait_until(
+        "the empty tokens file to be counted",
+        Duration::from_secs(10),
+        || service.metric("grpc_auth_token_reloads_total", "outcome=\"error\"") >= 2.0,
+    );
+    assert!(new.get(get(&id)).await.is_ok());
+    assert!(gw.get(get(&id)).await.is_ok());
 }
 
 #[tokio::test]
@@ -598,6 +700,16 @@ fn bad_security_settings_stop_the_start_with_exit_2_naming_the_file_or_key() {
                 ("VALKEY_URL", "rediss://127.0.0.1:1"),
             ],
             "TRUSTED_NETWORK",
+        ),
+        // TLS alone in cloud: anyone who reaches the port would have every RPC.
+        (
+            vec![
+                ("VALKEY_SESSIONS_PROFILE", "cloud"),
+                ("VALKEY_URL", "rediss://127.0.0.1:1"),
+                ("GRPC_TLS_CERT_FILE", &cert),
+                ("GRPC_TLS_KEY_FILE", &key),
+            ],
+            "auth.required",
         ),
         (
             vec![("VALKEY_SESSIONS_VALKEY__AUTH", "iam")],

@@ -95,8 +95,12 @@ type Options struct {
 	// TLS, when set, is used for the connection (nil: plaintext).
 	TLS *tls.Config
 	// Token is a bearer token sent with every call: the caller identity, which selects the
-	// tenant the sessions live in (there is no tenant field in the API).
+	// tenant the sessions live in (there is no tenant field in the API). It is a credential:
+	// NewStore refuses it without TLS unless AllowTokenOverPlaintext is set.
 	Token string
+	// AllowTokenOverPlaintext sends Token over a plaintext connection: only for a loopback
+	// sidecar or a network that encrypts by itself (a service mesh).
+	AllowTokenOverPlaintext bool
 	// Conn is an existing connection to use instead of dialing Address (TLS and Token are then
 	// the connection's business).
 	Conn *grpc.ClientConn
@@ -107,7 +111,8 @@ type Options struct {
 	// MaxIdle is the longest idle timeout sent (default 24 h, the service's default maximum).
 	MaxIdle time.Duration
 	// Cookie is the default cookie of new sessions (default Path "/", MaxAge 86400, HttpOnly,
-	// SameSite Lax). Session.Options may change it per session.
+	// Secure, SameSite Lax). Session.Options may change it per session. Browsers send a Secure
+	// cookie over HTTPS only: plain-HTTP development passes a Cookie with Secure false.
 	Cookie *sessions.Options
 }
 
@@ -136,6 +141,10 @@ func (bearer) RequireTransportSecurity() bool { return false }
 // NewStore connects (lazily: grpc dials in the background) and returns the store.
 func NewStore(o Options) (*Store, error) {
 	conn, owned := o.Conn, false
+	if conn == nil && o.Token != "" && o.TLS == nil && !o.AllowTokenOverPlaintext {
+		return nil, errors.New("valkey-sessions: a Token needs TLS (Options.TLS): it would travel in clear; " +
+			"set AllowTokenOverPlaintext only where the network encrypts (a loopback sidecar, a mesh)")
+	}
 	if conn == nil {
 		addr := o.Address
 		if addr == "" {
@@ -163,7 +172,7 @@ func NewStore(o Options) (*Store, error) {
 		timeout:     orDefault(o.Timeout, 2*time.Second),
 		defaultIdle: orDefault(o.DefaultIdle, 24*time.Hour),
 		maxIdle:     orDefault(o.MaxIdle, 24*time.Hour),
-		Options:     &sessions.Options{Path: "/", MaxAge: 86400, HttpOnly: true, SameSite: http.SameSiteLaxMode},
+		Options:     &sessions.Options{Path: "/", MaxAge: 86400, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode},
 	}
 	if o.Cookie != nil {
 		c := *o.Cookie

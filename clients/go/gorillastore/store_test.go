@@ -160,6 +160,9 @@ func newStore(t *testing.T, o gorillastore.Options) *gorillastore.Store {
 	if o.Address == "" {
 		o.Address = addr
 	}
+	if o.Cookie == nil { // the test servers speak plain HTTP: a Secure cookie would not come back
+		o.Cookie = &sessions.Options{Path: "/", MaxAge: 86400, HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	}
 	s, err := gorillastore.NewStore(o)
 	if err != nil {
 		t.Fatal(err)
@@ -458,6 +461,28 @@ func TestServiceUnavailableIsAnErrorNeverANewEmptySession(t *testing.T) {
 	if b.sid() != id {
 		t.Fatal("the id changed")
 	}
+}
+
+// The defaults a careless deployment gets are the safe ones: Secure cookies, and no bearer
+// token over a plaintext connection.
+func TestSafeDefaults(t *testing.T) {
+	s, err := gorillastore.NewStore(gorillastore.Options{Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !s.Options.Secure || !s.Options.HttpOnly {
+		t.Fatalf("default cookie %+v: want Secure and HttpOnly", *s.Options)
+	}
+	if _, err := gorillastore.NewStore(gorillastore.Options{Address: addr, Token: "t0ken"}); err == nil ||
+		!strings.Contains(err.Error(), "needs TLS") {
+		t.Fatalf("a token over plaintext: %v, want refused", err)
+	}
+	allowed, err := gorillastore.NewStore(gorillastore.Options{Address: addr, Token: "t0ken", AllowTokenOverPlaintext: true})
+	if err != nil {
+		t.Fatalf("AllowTokenOverPlaintext: %v", err)
+	}
+	allowed.Close()
 }
 
 // valkeyCLI runs valkey-cli against the service's Valkey (with-service.sh's

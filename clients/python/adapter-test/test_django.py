@@ -471,6 +471,13 @@ def test_store_contract(service):
     own.delete()
 
 
+def test_a_token_needs_tls_unless_the_network_encrypts():
+    # A bearer token is a credential: the client refuses to send it in clear by default.
+    with pytest.raises(ValueError, match="needs TLS"):
+        SessionClient(ADDRESS, token="a-secret-token")
+    SessionClient(ADDRESS, token="a-secret-token", allow_token_over_plaintext=True).close()
+
+
 def test_merge_rules():
     from valkey_sessions.merge import MISSING, MergeConflict, merge
 

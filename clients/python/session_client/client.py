@@ -238,7 +238,9 @@ class SessionClient:
     ``target`` is host:port. The channel is plaintext unless ``tls`` (or any of ``ca``, ``cert``,
     ``key``: PEM bytes; ``cert``/``key`` are a client certificate for mTLS) is given, or you pass
     your own ``channel``. ``token`` is sent as ``authorization: Bearer <token>`` on every call
-    (the caller identity; it decides the tenant). Use as a context manager or call ``close()``.
+    (the caller identity; it decides the tenant); it is a credential, so a token on a plaintext
+    channel the client builds is refused unless ``allow_token_over_plaintext`` (a loopback
+    sidecar, a mesh that encrypts). Use as a context manager or call ``close()``.
     """
 
     def __init__(
@@ -252,10 +254,17 @@ class SessionClient:
         ca: Optional[bytes] = None,
         cert: Optional[bytes] = None,
         key: Optional[bytes] = None,
+        allow_token_over_plaintext: bool = False,
     ) -> None:
+        secure = tls or ca is not None or cert is not None or key is not None
+        if channel is None and token is not None and not secure and not allow_token_over_plaintext:
+            raise ValueError(
+                "a bearer token needs TLS (tls=True or ca=...): it would travel in clear; "
+                "pass allow_token_over_plaintext=True only where the network encrypts"
+            )
         self._own_channel = channel is None
         if channel is None:
-            if tls or ca is not None or cert is not None or key is not None:
+            if secure:
                 creds = grpc.ssl_channel_credentials(
                     root_certificates=ca, private_key=key, certificate_chain=cert
                 )

@@ -11,6 +11,7 @@ Settings (all optional), in ``settings.VALKEY_SESSIONS``::
         "TLS_KEY": "client.key",               # its key
         "TIMEOUT": 2.0,                        # seconds per call
         "MAX_IDLE": 86400,                     # longest idle timeout sent (the service's default max)
+        "ALLOW_TOKEN_OVER_PLAINTEXT": False,   # a TOKEN needs TLS unless the network encrypts
     }
 
 How it maps (docs/adapters.md):
@@ -66,6 +67,7 @@ DEFAULTS = {
     "TLS_KEY": None,
     "TIMEOUT": 2.0,
     "MAX_IDLE": 86400,
+    "ALLOW_TOKEN_OVER_PLAINTEXT": False,
 }
 
 
@@ -139,6 +141,7 @@ def get_client() -> SessionClient:
                 ca=_read(o["TLS_CA"]),
                 cert=_read(o["TLS_CERT"]),
                 key=_read(o["TLS_KEY"]),
+                allow_token_over_plaintext=bool(o["ALLOW_TOKEN_OVER_PLAINTEXT"]),
             )
             _clients[key] = client
         return client

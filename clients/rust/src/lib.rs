@@ -88,6 +88,7 @@ impl Interceptor for Bearer {
 pub struct Builder {
     url: String,
     token: Option<String>,
+    token_over_plaintext: bool,
     ca_pem: Option<Vec<u8>>,
     identity: Option<(Vec<u8>, Vec<u8>)>,
     max_idle: Duration,
@@ -96,9 +97,18 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// A bearer token (the caller identity; it decides the tenant the sessions live in).
+    /// A bearer token (the caller identity; it decides the tenant the sessions live in). A
+    /// credential: with an `http://` URL, `connect_lazy` refuses it unless
+    /// [`Self::allow_token_over_plaintext`].
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Sends the token over a plaintext (`http://`) connection: only for a loopback sidecar or
+    /// a network that encrypts by itself (a service mesh).
+    pub fn allow_token_over_plaintext(mut self) -> Self {
+        self.token_over_plaintext = true;
         self
     }
 
@@ -163,6 +173,13 @@ impl Builder {
     /// The store, connecting on first use (and reconnecting after failures) so an application
     /// can start while the service is still coming up.
     pub fn connect_lazy(self) -> std::result::Result<ValkeySessionStore, String> {
+        if self.token.is_some() && !self.url.starts_with("https://") && !self.token_over_plaintext {
+            return Err(
+                "a bearer token needs TLS (an https:// URL): it would travel in clear; \
+                        allow_token_over_plaintext() only where the network encrypts"
+                    .into(),
+            );
+        }
         let bearer = match &self.token {
             Some(t) => {
                 Bearer(Some(format!("Bearer {t}").parse().map_err(|_| {
@@ -202,6 +219,7 @@ impl ValkeySessionStore {
         Builder {
             url: url.into(),
             token: None,
+            token_over_plaintext: false,
             ca_pem: None,
             identity: None,
             max_idle: Duration::from_secs(24 * 3600),
@@ -590,6 +608,26 @@ mod tests {
             merge(None, Some(&json!(2)), Some(&json!(2))),
             Ok(Some(json!(2)))
         );
+    }
+
+    #[test]
+    fn a_token_needs_tls_unless_the_network_encrypts() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let refused = ValkeySessionStore::builder("http://127.0.0.1:1")
+                .token("a-secret-token")
+                .connect_lazy()
+                .unwrap_err();
+            assert!(refused.contains("needs TLS"), "{refused}");
+            ValkeySessionStore::builder("http://127.0.0.1:1")
+                .token("a-secret-token")
+                .allow_token_over_plaintext()
+                .connect_lazy()
+                .unwrap();
+        });
     }
 
     #[test]

@@ -219,6 +219,11 @@ test("storage full is a 503 with a clear message; the cookie and the session sta
   assert.equal((await b.post("/saved/items/pear")).body, "apple,pear");
 });
 
+test("a bearer token needs TLS unless the network encrypts", () => {
+  assert.throws(() => new ValkeySessionStore({ address: addr, token: "a-secret-token" }), /needs TLS/);
+  new ValkeySessionStore({ address: addr, token: "a-secret-token", allowTokenOverPlaintext: true });
+});
+
 test("express-session's Store contract: get/set/destroy/touch callbacks", async () => {
   const store = new ValkeySessionStore({ address: addr });
   const sid = ValkeySessionStore.genid();

@@ -40,8 +40,13 @@ const CONFLICT_RETRIES = 8;
 export interface ValkeySessionStoreOptions {
   /** host:port (plaintext) or http(s):// URL of the service. */
   address?: string;
-  /** A bearer token: the caller identity, which decides the tenant the sessions live in. */
+  /**
+   * A bearer token: the caller identity, which decides the tenant the sessions live in. A
+   * credential: refused with a plaintext (http) address unless `allowTokenOverPlaintext`.
+   */
   token?: string;
+  /** Send `token` over plaintext: only a loopback sidecar or a network that encrypts (a mesh). */
+  allowTokenOverPlaintext?: boolean;
   /** PEM CA certificate(s) for an https:// address with a private CA. */
   ca?: string | Buffer;
   /** Idle timeout when the cookie has no max-age (default 1 day). */
@@ -65,6 +70,11 @@ const dec = new TextDecoder();
 
 function transportFor(o: ValkeySessionStoreOptions): Transport {
   const baseUrl = /^https?:\/\//.test(o.address ?? "") ? o.address! : `http://${o.address ?? "127.0.0.1:50051"}`;
+  if (o.token !== undefined && !baseUrl.startsWith("https://") && !o.allowTokenOverPlaintext) {
+    throw new TypeError(
+      "a bearer token needs TLS (an https:// address): it would travel in clear; set allowTokenOverPlaintext only where the network encrypts",
+    );
+  }
   return createSessionTransport({
     baseUrl,
     nodeOptions: o.ca === undefined ? undefined : { ca: o.ca },

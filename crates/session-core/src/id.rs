@@ -37,6 +37,23 @@ pub const PROPOSED_MAX_LEN: usize = 128;
 /// Fewest distinct characters in a proposed id: a random 22-character string has fewer with a
 /// probability below 1e-10, a constant or patterned one ("aaaa…", "abab…") is refused.
 const PROPOSED_MIN_DISTINCT: usize = 8;
+/// Longest period a proposed id may not repeat with ("abcdefgh" again and again): a random
+/// 22-character string repeats itself with a period up to 16 with a probability below 1e-10.
+const PROPOSED_MAX_PERIOD: usize = 16;
+
+/// Whether `raw` repeats itself with a period of at most [`PROPOSED_MAX_PERIOD`].
+fn periodic(raw: &[u8]) -> bool {
+    (1..=PROPOSED_MAX_PERIOD.min(raw.len() - 1))
+        .any(|p| raw.iter().zip(&raw[p..]).all(|(a, b)| a == b))
+}
+
+/// Whether at least half of the neighbours count up or down ("0123456789abcdef…"): each pair
+/// of a random string does so with a probability of about 1/32.
+fn sequential(raw: &[u8]) -> bool {
+    let steps = raw.windows(2).filter(|w| w[1].abs_diff(w[0]) == 1).count();
+    steps * 2 >= raw.len() - 1
+}
+
 /// Bytes of the id's hash in a handle: 128 bits, 22 characters.
 const HANDLE_BYTES: usize = 16;
 /// Length of a handle.
@@ -139,7 +156,8 @@ impl SessionId {
     }
 
     /// Validates an id proposed by a caller at Create: 22..=128 characters of the URL-safe
-    /// alphabet, no '.', at least 8 distinct characters. The message never echoes the id.
+    /// alphabet, no '.', at least 8 distinct characters, not repeating itself with a short
+    /// period, not counting up or down. The message never echoes the id.
     pub fn proposed(raw: &str) -> Result<Self, Error> {
         let bad = |why: &str| Err(Error::InvalidArgument(format!("proposed_id {why}")));
         if !(PROPOSED_MIN_LEN..=PROPOSED_MAX_LEN).contains(&raw.len()) {
@@ -158,7 +176,10 @@ impl SessionId {
         }
         let mut seen = [false; 256];
         raw.bytes().for_each(|b| seen[b as usize] = true);
-        if seen.iter().filter(|s| **s).count() < PROPOSED_MIN_DISTINCT {
+        if seen.iter().filter(|s| **s).count() < PROPOSED_MIN_DISTINCT
+            || periodic(raw.as_bytes())
+            || sequential(raw.as_bytes())
+        {
             return bad("does not look random: draw it from a CSPRNG");
         }
         Ok(Self(raw.to_owned()))
@@ -272,7 +293,7 @@ mod tests {
         for good in [
             tower.clone(),
             URL_SAFE_NO_PAD.encode(random::<32>()),
-            "aB3-_xYz9".repeat(14),
+            URL_SAFE_NO_PAD.encode(random::<96>()),
         ] {
             let id = SessionId::proposed(&good).expect("valid proposal");
             assert!(id.tag().is_none(), "own slot, like the first form");
@@ -286,6 +307,11 @@ mod tests {
             format!("{}+/", &tower),
             "A".repeat(40),
             "abababababababababababab".to_owned(),
+            // Patterned with enough distinct characters: counting up, or repeating.
+            "0123456789abcdefghijklmnop".to_owned(),
+            "ZYXWVUTSRQPONMLKJIHGFEDCBA".to_owned(),
+            "aB3-_xYz9".repeat(14),
+            "abcdefgh".repeat(4),
             SessionId::generate().0,
         ] {
             let err = SessionId::proposed(&bad).expect_err(&bad);

@@ -16,7 +16,8 @@ pub struct Lifetimes {
     /// Longest idle timeout a Create may ask for.
     #[serde(with = "humantime_serde")]
     pub max_idle_timeout: Duration,
-    /// Absolute lifetime when a Create gives none; unset means no cap.
+    /// Absolute lifetime when a Create gives none (7 days by default: a stolen id does not live
+    /// for ever just because it is used); unset means no cap.
     #[serde(with = "humantime_serde", default)]
     pub default_absolute_timeout: Option<Duration>,
     /// Longest absolute lifetime a Create may ask for.
@@ -30,12 +31,15 @@ pub struct Lifetimes {
     pub on_limit: OnLimit,
 }
 
+/// The absolute lifetime of a session whose Create gives none.
+pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl Default for Lifetimes {
     fn default() -> Self {
         Self {
             default_idle_timeout: Duration::from_secs(30 * 60),
             max_idle_timeout: Duration::from_secs(24 * 3600),
-            default_absolute_timeout: None,
+            default_absolute_timeout: Some(DEFAULT_ABSOLUTE_TIMEOUT),
             max_absolute_timeout: Duration::from_secs(30 * 24 * 3600),
             max_per_principal: 0,
             on_limit: OnLimit::RevokeOldest,

@@ -18,7 +18,13 @@ pub struct Limits {
     pub max_attributes: usize,
     /// Longest principal, in bytes.
     pub max_principal_bytes: usize,
+    /// The attributes ListSessions may show (`display_attributes`): a "your devices" page needs
+    /// a device name, not the CSRF or OAuth tokens other attributes may hold.
+    pub display_attributes: Vec<String>,
 }
+
+/// Attributes ListSessions shows unless configured otherwise.
+pub const DEFAULT_DISPLAY_ATTRIBUTES: [&str; 5] = ["device", "user_agent", "ip", "location", "app"];
 
 impl Default for Limits {
     fn default() -> Self {
@@ -28,6 +34,7 @@ impl Default for Limits {
             max_session_bytes: 4 << 20,
             max_attributes: 1024,
             max_principal_bytes: 256,
+            display_attributes: DEFAULT_DISPLAY_ATTRIBUTES.map(String::from).to_vec(),
         }
     }
 }
@@ -71,6 +78,20 @@ impl Limits {
                     self.max_value_bytes
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks a name ListSessions is asked to show: a valid name on the display list.
+    pub fn check_display(&self, name: &str) -> Result<(), Error> {
+        self.check_name("display_attributes", name)?;
+        if !self.display_attributes.iter().any(|d| d == name) {
+            return Err(Error::InvalidArgument(format!(
+                "display_attributes: {:?} is not an attribute ListSessions may show; allowed: {:?} \
+                 (limits.display_attributes)",
+                truncate(name),
+                self.display_attributes
+            )));
         }
         Ok(())
     }
@@ -124,6 +145,17 @@ impl Limits {
             max_session_bytes: self.max_session_bytes.max(other.max_session_bytes),
             max_attributes: self.max_attributes.max(other.max_attributes),
             max_principal_bytes: self.max_principal_bytes.max(other.max_principal_bytes),
+            display_attributes: {
+                let mut all = self.display_attributes.clone();
+                all.extend(
+                    other
+                        .display_attributes
+                        .iter()
+                        .filter(|d| !self.display_attributes.contains(d))
+                        .cloned(),
+                );
+                all
+            },
         }
     }
 
@@ -165,6 +197,7 @@ mod tests {
             max_session_bytes: 8,
             max_attributes: 2,
             max_principal_bytes: 2,
+            ..Limits::default()
         };
         let ok = Attributes::from([("a".into(), b"xyz".to_vec())]);
         assert!(limits.check_entries("set", &ok).is_ok());

@@ -146,11 +146,20 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "request failed");
         }
+        let message = match self {
+            // The service's own words (node addresses, Valkey errors) go to the log, not to the
+            // browser.
+            Self::Unavailable(_) => {
+                "the session service is unavailable; try again in a moment".to_owned()
+            }
+            Self::Upstream(_) => "the session service answered unexpectedly".to_owned(),
+            other => other.to_string(),
+        };
         let mut response = (
             status,
             Json(ErrorBody {
                 error: kind,
-                message: self.to_string(),
+                message,
             }),
         )
             .into_response();

@@ -92,6 +92,7 @@ pub fn router(sessions: Sessions, policy: BrowserPolicy) -> Router {
             security::csrf,
         ))
         .layer(middleware::from_fn(trace))
+        .layer(middleware::from_fn(security::headers))
         .with_state(state)
 }
 

@@ -133,6 +133,38 @@ async fn first_visit_seeds_the_demo_todo_in_a_cookie_session() {
     assert_eq!(json_of(again).await, todos);
 }
 
+/// Every response tells the browser not to frame, sniff or run anything but the page's own
+/// script and style (hashes in the Content-Security-Policy).
+#[tokio::test]
+async fn responses_carry_the_browser_security_headers() {
+    let stack = Stack::start();
+    for path in ["/", "/todos", "/healthz"] {
+        let response = bare().get(stack.url(path)).send().await.unwrap();
+        let header_of = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let csp = header_of("content-security-policy");
+        for directive in [
+            "default-src 'none'",
+            "frame-ancestors 'none'",
+            "script-src 'sha256-",
+            "style-src 'sha256-",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: {directive} missing in {csp}"
+            );
+        }
+        assert_eq!(header_of("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header_of("x-frame-options"), "DENY", "{path}");
+    }
+}
+
 #[tokio::test]
 async fn secure_cookies_when_configured_for_https() {
     let stack = Stack::start_with(&[], &[("GATEWAY_COOKIE_SECURE", "true")]);
@@ -600,8 +632,15 @@ async fn an_unavailable_session_service_is_a_503_never_a_hang() {
     let todos = web.get(stack.url("/todos")).send().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
     let retry_after = todos.headers().get(header::RETRY_AFTER).cloned();
-    assert_error(todos, StatusCode::SERVICE_UNAVAILABLE).await;
+    let body = assert_error(todos, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(retry_after.is_some(), "503 carries Retry-After");
+    let message = body["message"].as_str().unwrap();
+    for internal in ["valkey", "Unavailable:", "127.0.0.1", "Timeout"] {
+        assert!(
+            !message.contains(internal),
+            "the service's own words stay in the log: {message}"
+        );
+    }
     stack.valkey.restart();
 
     // The service itself gone: still a quick 503, and liveness stays up.

@@ -1,5 +1,6 @@
 //! Accepting gRPC connections: plaintext, or TLS handshakes run concurrently off the accept
-//! loop (a slow or hostile client cannot hold up the others), each bounded in time.
+//! loop (a slow or hostile client cannot hold up the others), each bounded in time, in number
+//! and in number per peer address; the accept loop itself never waits for a handshake.
 
 use std::{
     io,
@@ -13,7 +14,6 @@ use futures::{Stream, StreamExt};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpListener,
-    sync::Semaphore,
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -23,8 +23,66 @@ use tonic::transport::server::Connected;
 use super::{HANDSHAKE_TIMEOUT, ServerTls, cert_identity};
 use crate::connections::{Counted, counted};
 
-/// Handshakes in progress at once; more wait in the kernel's accept queue.
-const MAX_HANDSHAKES: usize = 256;
+/// Handshakes in progress at once over every peer. A connection beyond it is closed at once:
+/// the accept loop never waits, so sockets that never send a ClientHello cannot hold up the
+/// connections behind them in the kernel's queue.
+const MAX_HANDSHAKES: usize = 1024;
+
+/// Handshakes in progress at once from one peer address: one host cannot take the whole pool.
+const MAX_HANDSHAKES_PER_PEER: usize = 16;
+
+/// Handshakes in progress, in all and by peer address.
+#[derive(Default)]
+struct Handshakes {
+    total: usize,
+    by_peer: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// A handshake's place in [`Handshakes`], given back when dropped.
+struct Slot {
+    table: Arc<std::sync::Mutex<Handshakes>>,
+    peer: Option<std::net::IpAddr>,
+}
+
+impl Slot {
+    /// A place for a handshake from `peer`, unless the pool or the peer's share is full.
+    fn take(
+        table: &Arc<std::sync::Mutex<Handshakes>>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Option<Self> {
+        let mut t = table.lock().expect("handshakes lock");
+        if t.total >= MAX_HANDSHAKES {
+            return None;
+        }
+        if let Some(ip) = peer {
+            let mine = t.by_peer.entry(ip).or_default();
+            if *mine >= MAX_HANDSHAKES_PER_PEER {
+                return None;
+            }
+            *mine += 1;
+        }
+        t.total += 1;
+        Some(Self {
+            table: table.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().expect("handshakes lock");
+        t.total -= 1;
+        if let Some(ip) = self.peer
+            && let Some(n) = t.by_peer.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                t.by_peer.remove(&ip);
+            }
+        }
+    }
+}
 
 /// What the service knows about a connection's peer (a request extension).
 #[derive(Debug, Clone, Default)]
@@ -62,7 +120,7 @@ pub fn incoming(
         }));
     };
     let (tx, rx) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
-    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let handshakes = Arc::new(std::sync::Mutex::new(Handshakes::default()));
     tokio::spawn(async move {
         let mut plain = Box::pin(plain);
         while let Some(conn) = plain.next().await {
@@ -73,14 +131,17 @@ pub fn incoming(
                     continue;
                 }
             };
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
+            let remote_addr = io.peer_addr();
+            let Some(slot) = Slot::take(&handshakes, remote_addr.map(|a| a.ip())) else {
+                handshake_failed(
+                    "too many handshakes in progress (from this peer or in all); connection closed",
+                );
+                continue;
             };
             let acceptor = TlsAcceptor::from(tls.config());
             let tx = tx.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                let remote_addr = io.peer_addr();
+                let _slot = slot;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                     Ok(Ok(stream)) => {
                         let cert_identity = stream

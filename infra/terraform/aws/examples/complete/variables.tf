@@ -61,9 +61,8 @@ variable "grpc_tls_secret_arn" {
 }
 
 variable "grpc_auth_tokens_secret_arn" {
-  description = "Full ARN of the Secrets Manager secret holding the bearer-token file ([[token]] identity/sha256); null leaves caller authentication off."
+  description = "Full ARN of the Secrets Manager secret holding the bearer-token file ([[token]] identity/sha256): every session RPC needs a token."
   type        = string
-  default     = null
 }
 
 variable "service_config_toml" {

@@ -53,13 +53,12 @@ variable "grpc_tls_secret_arn" {
 }
 
 variable "grpc_auth_tokens_secret_arn" {
-  description = "Full ARN of the Secrets Manager secret whose value is the service's bearer-token file (GRPC_AUTH_TOKENS_FILE: [[token]] tables of identity and sha256). Set, every session RPC must carry a token (auth.required); null leaves caller authentication off."
+  description = "Full ARN of the Secrets Manager secret whose value is the service's bearer-token file (GRPC_AUTH_TOKENS_FILE: [[token]] tables of identity and sha256). Every session RPC must carry a token (auth.required): the cloud profile refuses to start with TLS alone (docs/security.md)."
   type        = string
-  default     = null
 
   validation {
-    condition     = var.grpc_auth_tokens_secret_arn == null || can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+-[A-Za-z0-9]{6}$", var.grpc_auth_tokens_secret_arn))
-    error_message = "grpc_auth_tokens_secret_arn must be null or the full secret ARN, ending in the 6-character suffix."
+    condition     = var.grpc_auth_tokens_secret_arn != null && can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+-[A-Za-z0-9]{6}$", var.grpc_auth_tokens_secret_arn))
+    error_message = "grpc_auth_tokens_secret_arn must be the full secret ARN, ending in the 6-character suffix: the cloud profile needs caller authentication as well as TLS."
   }
 }
 

@@ -79,8 +79,11 @@ public class ValkeySessionFilter implements Filter {
     public String cookieName = "VSESSION";
     /** Cookie path; null: the context path ("/" for the root context). */
     public String cookiePath = null;
-    /** Adds Secure to the cookie (set it behind HTTPS). */
-    public boolean secure = false;
+    /**
+     * Adds Secure to the cookie (default true: browsers return it over HTTPS only; plain-HTTP
+     * development sets it false).
+     */
+    public boolean secure = true;
     /** Idle timeout of new sessions, seconds (default 1800, the Servlet containers' usual 30 min). */
     public int defaultMaxInactiveInterval = 1800;
     /** Largest idle timeout sent, seconds (default 86400, the service's default maximum). */

@@ -141,7 +141,9 @@ public class ServletAdapterTest {
   static ServletContextHandler context(String path, SessionClient c) {
     ServletContextHandler ctx = new ServletContextHandler(ServletContextHandler.NO_SESSIONS);
     ctx.setContextPath(path);
-    ctx.addFilter(new FilterHolder(new ValkeySessionFilter(c, new ValkeySessionFilter.Options())), "/*",
+    ValkeySessionFilter.Options options = new ValkeySessionFilter.Options();
+    options.secure = false; // the test server speaks plain HTTP: a Secure cookie would not come back
+    ctx.addFilter(new FilterHolder(new ValkeySessionFilter(c, options)), "/*",
         EnumSet.of(DispatcherType.REQUEST));
     ctx.addServlet(new ServletHolder(new App()), "/*");
     return ctx;
@@ -219,6 +221,11 @@ public class ServletAdapterTest {
     assertEquals("3", client.get(id).getAttributesMap().get("count").toStringUtf8()); // one attribute, JSON
     String read = get("/read").body();
     assertTrue(read, read.contains("count=3 new=false requested=true valid=true"));
+  }
+
+  @Test
+  public void cookiesAreSecureByDefault() {
+    assertTrue("a Secure cookie unless the application says otherwise", new ValkeySessionFilter.Options().secure);
   }
 
   @Test
