@@ -27,9 +27,17 @@ pub struct CallerOptions {
     /// PEM private key of the client certificate.
     #[arg(long = "service-key-file", env = "SESSION_SERVICE_KEY_FILE")]
     pub key_file: Option<PathBuf>,
-    /// File holding the bearer token sent as `authorization: Bearer <token>`.
+    /// File holding the bearer token sent as `authorization: Bearer <token>`; refused with an
+    /// `http://` URL unless `allow_token_over_plaintext`.
     #[arg(long = "service-token-file", env = "SESSION_SERVICE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Send the token over a plaintext connection: only for a loopback sidecar or a network
+    /// that encrypts by itself (a service mesh).
+    #[arg(
+        long = "service-allow-token-over-plaintext",
+        env = "SESSION_SERVICE_ALLOW_TOKEN_OVER_PLAINTEXT"
+    )]
+    pub allow_token_over_plaintext: bool,
 }
 
 impl CallerOptions {
@@ -40,6 +48,13 @@ impl CallerOptions {
             if self.ca_file.is_some() || self.cert_file.is_some() {
                 return Err(format!(
                     "{url}: a CA or client certificate is configured but the URL is not https://"
+                ));
+            }
+            if self.token_file.is_some() && !self.allow_token_over_plaintext {
+                return Err(format!(
+                    "{url}: a bearer token needs TLS (an https:// URL): it would travel in clear; \
+                     SESSION_SERVICE_ALLOW_TOKEN_OVER_PLAINTEXT=true only where the network \
+                     encrypts"
                 ));
             }
             return Ok(endpoint);
@@ -128,5 +143,22 @@ impl Interceptor for BearerToken {
                 .insert("authorization", value.clone());
         }
         Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_needs_tls_unless_the_network_encrypts() {
+        let mut options = CallerOptions {
+            token_file: Some("/nonexistent/token".into()),
+            ..Default::default()
+        };
+        let refused = options.endpoint("http://127.0.0.1:50051").unwrap_err();
+        assert!(refused.contains("needs TLS"), "{refused}");
+        options.allow_token_over_plaintext = true;
+        options.endpoint("http://127.0.0.1:50051").unwrap();
     }
 }

@@ -170,6 +170,7 @@ impl Secured {
             cert_file: None,
             key_file: None,
             token_file,
+            allow_token_over_plaintext: false,
         }
     }
 
@@ -180,6 +181,7 @@ impl Secured {
             cert_file: Some(issued.cert.clone()),
             key_file: Some(issued.key.clone()),
             token_file: None,
+            allow_token_over_plaintext: false,
         }
     }
 }
