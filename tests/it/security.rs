@@ -218,6 +218,30 @@ async fn connections_are_closed_at_their_maximum_age() {
     .await;
 }
 
+/// With mutual TLS and authentication optional, a certificate of the CA that names no identity
+/// (no URI or DNS SAN) is not an anonymous caller with every RPC: PERMISSION_DENIED.
+#[tokio::test]
+async fn a_client_certificate_without_an_identity_is_not_anonymous() {
+    let valkey = Valkey::standalone();
+    let secured = Secured::mtls(&[], "");
+    let service = Service::start_secured(
+        &valkey.url(),
+        &secured,
+        &[("VALKEY_SESSIONS_AUTH__REQUIRED", "false")],
+    );
+    assert!(
+        service.logs().contains("\"auth_required\":false"),
+        "authentication is optional here"
+    );
+    let nameless = secured.pki.client_without_identity("nameless");
+    let mut c = service
+        .client_as(&secured.cert_caller(&nameless))
+        .await
+        .expect("the handshake succeeds: the CA issued it");
+    let denied = c.create(CreateRequest::default()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+}
+
 #[tokio::test]
 async fn mutual_tls_refuses_missing_foreign_and_expired_client_certificates() {
     let valkey = Valkey::standalone();

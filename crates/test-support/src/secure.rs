@@ -71,6 +71,13 @@ impl Pki {
         self.issue(file, params)
     }
 
+    /// A client certificate of this CA that names no identity (no URI or DNS SAN).
+    pub fn client_without_identity(&self, file: &str) -> Issued {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(file, params)
+    }
+
     fn issue(&self, file: &str, mut params: CertificateParams) -> Issued {
         params
             .distinguished_name

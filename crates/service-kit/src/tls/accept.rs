@@ -91,6 +91,9 @@ pub struct PeerInfo {
     pub remote_addr: Option<SocketAddr>,
     /// The identity named by a verified client certificate (mutual TLS).
     pub cert_identity: Option<Arc<str>>,
+    /// Whether the peer presented a verified client certificate, whether or not it names an
+    /// identity: one that names none is not an anonymous caller.
+    pub client_certificate: bool,
 }
 
 /// An accepted connection, plaintext or TLS.
@@ -111,6 +114,7 @@ pub fn incoming(
                 let info = PeerInfo {
                     remote_addr: io.peer_addr(),
                     cert_identity: None,
+                    client_certificate: false,
                 };
                 Conn {
                     io: Either::Left(io),
@@ -144,17 +148,19 @@ pub fn incoming(
                 let _slot = slot;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                     Ok(Ok(stream)) => {
-                        let cert_identity = stream
+                        let leaf = stream
                             .get_ref()
                             .1
                             .peer_certificates()
-                            .and_then(|chain| chain.first())
-                            .and_then(cert_identity);
+                            .and_then(|chain| chain.first());
+                        let client_certificate = leaf.is_some();
+                        let cert_identity = leaf.and_then(cert_identity);
                         let conn = Conn {
                             io: Either::Right(Box::new(stream)),
                             info: PeerInfo {
                                 remote_addr,
                                 cert_identity,
+                                client_certificate,
                             },
                         };
                         let _ = tx.send(Ok(conn)).await;
