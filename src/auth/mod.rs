@@ -19,11 +19,6 @@ use tokens::TokenTable;
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The authenticated identity; `None` for an anonymous caller where auth is not required.
-    #[allow(
-        dead_code,
-        reason = "the service decides by tenant today; the identity stays on the request for \
-                  per-caller decisions, and the tests read it"
-    )]
     pub identity: Option<Arc<str>>,
     /// The tenant whose sessions the caller works on.
     pub tenant: Arc<Tenant>,

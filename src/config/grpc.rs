@@ -20,6 +20,9 @@ pub struct GrpcConfig {
     pub request_timeout: Duration,
     /// Requests served at once; more are refused with RESOURCE_EXHAUSTED.
     pub concurrency_limit: usize,
+    /// Requests of one caller identity served at once (anonymous callers count as one), so one
+    /// caller cannot starve the others; more are refused with RESOURCE_EXHAUSTED.
+    pub caller_concurrency_limit: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -79,6 +82,7 @@ impl GrpcConfig {
             listen: SocketAddr::new(listen_host(profile), 50051),
             request_timeout: Duration::from_secs(5),
             concurrency_limit: 1024,
+            caller_concurrency_limit: 512,
             shutdown_grace: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
@@ -108,6 +112,12 @@ impl GrpcConfig {
         if self.max_concurrent_streams == 0 {
             return Err(SettingError::invalid(
                 "grpc.max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
+        if self.caller_concurrency_limit == 0 {
+            return Err(SettingError::invalid(
+                "grpc.caller_concurrency_limit",
                 "must be at least 1",
             ));
         }

@@ -22,6 +22,10 @@ pub const MEANINGS: &[(&str, &str)] = &[
         "grpc.concurrency_limit",
         "requests in flight; beyond it RESOURCE_EXHAUSTED",
     ),
+    (
+        "grpc.caller_concurrency_limit",
+        "requests of one caller in flight (anonymous callers share one); beyond it RESOURCE_EXHAUSTED",
+    ),
     ("grpc.shutdown_grace", "drain time after SIGTERM/SIGINT"),
     (
         "grpc.keepalive_interval",

@@ -1,26 +1,47 @@
-//! Admission control for the session RPCs: a global concurrency limit that refuses at once
-//! (RESOURCE_EXHAUSTED) instead of queueing without bound, and a deadline from `grpc-timeout`
-//! capped by the server default (DEADLINE_EXCEEDED; tonic's own timeout says CANCELLED).
+//! Admission control for the session RPCs: a concurrency limit per caller identity and a global
+//! one, both refusing at once (RESOURCE_EXHAUSTED) instead of queueing without bound, and a
+//! deadline from `grpc-timeout` capped by the server default (DEADLINE_EXCEEDED; tonic's own
+//! timeout says CANCELLED).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-/// The concurrency limit and default deadline of the session RPCs.
+/// The slots of each caller identity (`None`: anonymous).
+type CallerSlots = HashMap<Option<Arc<str>>, Arc<Semaphore>>;
+
+/// The concurrency limits and default deadline of the session RPCs.
 #[derive(Clone)]
 pub struct Admission {
     permits: Arc<Semaphore>,
     limit: usize,
+    /// Slots of each caller identity (anonymous callers share one), so one caller cannot take
+    /// them all.
+    per_caller: Arc<Mutex<CallerSlots>>,
+    caller_limit: usize,
     default_deadline: Duration,
 }
 
+/// A request's slots: the caller's and the global one, given back when it ends.
+pub(super) struct Permit {
+    _caller: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
+}
+
 impl Admission {
-    /// At most `limit` session RPCs in flight, each given at most `default_deadline`.
-    pub fn new(limit: usize, default_deadline: Duration) -> Self {
+    /// At most `limit` session RPCs in flight, `caller_limit` of one caller, each given at most
+    /// `default_deadline`.
+    pub fn new(limit: usize, caller_limit: usize, default_deadline: Duration) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
+            per_caller: Arc::default(),
+            caller_limit,
             default_deadline,
         }
     }
@@ -32,12 +53,29 @@ impl Admission {
         }
     }
 
-    /// A slot for one request and its deadline (the caller's `grpc-timeout`, capped by the
-    /// default), or RESOURCE_EXHAUSTED at once when every slot is taken.
+    /// Slots for one request of `caller` and its deadline (the caller's `grpc-timeout`, capped
+    /// by the default), or RESOURCE_EXHAUSTED at once when the caller's slots, or all of them,
+    /// are taken.
     pub(super) fn admit(
         &self,
         headers: &http::HeaderMap,
-    ) -> Result<(OwnedSemaphorePermit, Duration), Status> {
+        caller: Option<&Arc<str>>,
+    ) -> Result<(Permit, Duration), Status> {
+        let mine = {
+            let mut table = self.per_caller.lock().expect("admission lock");
+            table
+                .entry(caller.cloned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.caller_limit)))
+                .clone()
+        };
+        let Ok(caller_permit) = mine.try_acquire_owned() else {
+            metrics::counter!("grpc_rejected_total", "reason" => "caller_concurrency").increment(1);
+            return Err(Status::resource_exhausted(format!(
+                "this caller is at its concurrency limit ({} requests in flight, \
+                 grpc.caller_concurrency_limit); retry with backoff",
+                self.caller_limit
+            )));
+        };
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             metrics::counter!("grpc_rejected_total", "reason" => "concurrency").increment(1);
             return Err(Status::resource_exhausted(format!(
@@ -47,7 +85,13 @@ impl Admission {
         };
         let deadline =
             grpc_timeout(headers).map_or(self.default_deadline, |t| t.min(self.default_deadline));
-        Ok((permit, deadline))
+        Ok((
+            Permit {
+                _caller: caller_permit,
+                _global: permit,
+            },
+            deadline,
+        ))
     }
 }
 

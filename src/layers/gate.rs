@@ -86,7 +86,10 @@ where
         };
         let admitted = match self.layer.auth.caller_of(method, &request) {
             Ok(caller) => {
-                let admitted = self.layer.admission.admit(request.headers());
+                let admitted = self
+                    .layer
+                    .admission
+                    .admit(request.headers(), caller.identity.as_ref());
                 request.extensions_mut().insert(caller);
                 admitted
             }

@@ -140,7 +140,11 @@ impl Prepared {
             "grpc listening"
         );
         Ok(Server {
-            admission: Admission::new(config.grpc.concurrency_limit, config.grpc.request_timeout),
+            admission: Admission::new(
+                config.grpc.concurrency_limit,
+                config.grpc.caller_concurrency_limit,
+                config.grpc.request_timeout,
+            ),
             grace: config.grpc.shutdown_grace,
             http2: Http2Limits::from(&config.grpc),
             authenticator: self.authenticator,

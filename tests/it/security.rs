@@ -544,6 +544,65 @@ async fn tokens_authenticate_authorise_and_reload_without_touching_valkey() {
     assert!(gw.get(get(&id)).await.is_ok());
 }
 
+/// One caller cannot take every slot: past `grpc.caller_concurrency_limit` requests in flight
+/// its next ones are RESOURCE_EXHAUSTED at once, while another caller is still admitted.
+#[tokio::test]
+async fn one_caller_cannot_starve_the_others() {
+    let valkey = Valkey::standalone();
+    let secured = Secured::new(
+        &[("reader", "reader-token-0123456789abcdef")],
+        "[[auth.callers]]\nidentity = \"reader\"\nmethods = [\"Get\"]\n",
+    );
+    let service = Service::start_secured(
+        &valkey.url(),
+        &secured,
+        &[("VALKEY_SESSIONS_GRPC__CALLER_CONCURRENCY_LIMIT", "2")],
+    );
+    let mut gateway = service.client().await;
+    let id = create_id(&mut gateway).await;
+    let reader = service
+        .client_as(&secured.caller(Some("reader-token-0123456789abcdef")))
+        .await
+        .unwrap();
+    // Valkey frozen: every admitted Get holds its slots for the command timeout.
+    valkey.pause();
+    let flood: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = gateway.clone();
+            let id = id.clone();
+            tokio::spawn(async move { c.get(get(&id)).await.map(|_| ()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut r = reader.clone();
+    let other = r.get(get(&id)).await;
+    let codes: Vec<Code> = futures_codes(flood).await;
+    valkey.resume();
+    let refused = codes
+        .iter()
+        .filter(|c| **c == Code::ResourceExhausted)
+        .count();
+    assert_eq!(refused, 4, "two admitted, four refused at once: {codes:?}");
+    assert_ne!(
+        other.as_ref().err().map(|e| e.code()),
+        Some(Code::ResourceExhausted),
+        "another caller is still admitted: {other:?}"
+    );
+}
+
+async fn futures_codes(
+    tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::Status>>>,
+) -> Vec<Code> {
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(match t.await.unwrap() {
+            Ok(()) => Code::Ok,
+            Err(s) => s.code(),
+        });
+    }
+    codes
+}
+
 #[tokio::test]
 async fn tenants_never_see_each_other_and_have_their_own_limits() {
     let valkey = Valkey::standalone();
