@@ -29,13 +29,24 @@ pub struct CallerConfig {
     /// The caller's tenant; unset means the default tenant (the keys of a single-tenant set-up).
     #[serde(default)]
     pub tenant: Option<String>,
-    /// RPC names the caller may use (`Get`, `Put`, ...), or `*` for all.
-    #[serde(default = "all_methods")]
+    /// RPC names the caller may use (`Get`, `Put`, ...), or `*` for all. Unset: the RPCs on one
+    /// session (everything but [`PRINCIPAL_WIDE`]); the RPCs that read or end every session of
+    /// a user must be named (or `*`).
+    #[serde(default = "session_methods")]
     pub methods: Vec<String>,
 }
 
-fn all_methods() -> Vec<String> {
-    vec!["*".into()]
+/// The RPCs that reach every session of a principal: listing a user's sessions, or logging a
+/// user out. A caller gets them only by naming them (or `*`).
+pub const PRINCIPAL_WIDE: [&str; 3] = ["ListSessions", "RevokeSession", "RevokeSessions"];
+
+/// What a caller without `methods` may call: every RPC of the descriptor on one session.
+fn session_methods() -> Vec<String> {
+    session_proto::rpc_names()
+        .iter()
+        .filter(|m| !PRINCIPAL_WIDE.contains(&m.as_str()))
+        .cloned()
+        .collect()
 }
 
 impl Default for AuthConfig {
@@ -116,5 +127,27 @@ mod tests {
             "{err}"
         );
         assert!(caller(&[]).validate().is_err());
+    }
+
+    #[test]
+    fn a_caller_without_methods_gets_the_rpcs_on_one_session_only() {
+        let parsed: CallerConfig = toml::from_str("identity = \"web\"\n").unwrap();
+        let methods = &parsed.methods;
+        for rpc in ["Create", "Get", "Put", "Delete", "Rotate"] {
+            assert!(methods.iter().any(|m| m == rpc), "{rpc} in {methods:?}");
+        }
+        for rpc in PRINCIPAL_WIDE {
+            assert!(!methods.iter().any(|m| m == rpc), "{rpc} in {methods:?}");
+            assert!(
+                session_proto::rpc_names().iter().any(|m| m == rpc),
+                "{rpc} is an RPC of the descriptor"
+            );
+        }
+        AuthConfig {
+            callers: vec![parsed],
+            ..AuthConfig::default()
+        }
+        .validate()
+        .unwrap();
     }
 }

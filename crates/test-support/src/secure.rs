@@ -133,7 +133,7 @@ impl Secured {
             &config_file,
             format!(
                 "[auth]\nrequired = true\nreload_interval = \"200ms\"\n\n\
-                 [[auth.callers]]\nidentity = \"gateway\"\n\n{config}\n"
+                 [[auth.callers]]\nidentity = \"gateway\"\nmethods = [\"*\"]\n\n{config}\n"
             ),
         )
         .unwrap();
