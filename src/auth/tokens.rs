@@ -117,6 +117,28 @@ pub fn hash_hex(token: &str) -> String {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// The tokens file is read at every change: any text is a table or an error naming the
+        /// problem, never a panic; a table verifies exactly the tokens it lists.
+        #[test]
+        fn any_text_is_a_table_or_an_error(text in ".{0,300}", tokens in proptest::collection::btree_set("[A-Za-z0-9]{16,40}", 1..6)) {
+            let _ = TokenTable::parse(&text);
+            let file: String = tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("[[token]]\nidentity = \"id{i}\"\nsha256 = \"{}\"\n", hash_hex(t)))
+                .collect();
+            let table = TokenTable::parse(&file).unwrap();
+            for (i, t) in tokens.iter().enumerate() {
+                let expected = format!("id{i}");
+                let found = table.verify(t);
+                proptest::prop_assert_eq!(found.as_deref(), Some(expected.as_str()));
+                let other = format!("{t}x");
+                proptest::prop_assert_eq!(table.verify(&other), None);
+            }
+        }
+    }
+
     #[test]
     fn tokens_are_known_by_hash_only() {
         let text = format!(

@@ -229,6 +229,28 @@ impl fmt::Debug for SessionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Ids, proposed ids and handles come from callers: any string is parsed or refused,
+        /// never a panic, and the error never echoes it.
+        #[test]
+        fn any_string_is_an_id_or_a_clear_refusal(raw in ".{0,200}") {
+            if let Err(e) = SessionId::parse(&raw) {
+                proptest::prop_assert!(raw.len() < 4 || !e.to_string().contains(&raw));
+            }
+            if let Ok(id) = SessionId::proposed(&raw) {
+                proptest::prop_assert_eq!(SessionId::parse(&raw).unwrap(), id);
+            }
+        }
+
+        /// What the service generates, it reads back; a handle is never the id.
+        #[test]
+        fn generated_ids_round_trip(_n in 0u8..32) {
+            let id = SessionId::generate();
+            proptest::prop_assert_eq!(SessionId::parse(id.as_str()).unwrap(), id.clone());
+            proptest::prop_assert_ne!(id.handle(), id.as_str().to_owned());
+        }
+    }
     use std::collections::HashSet;
 
     #[test]

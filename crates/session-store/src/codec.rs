@@ -153,6 +153,40 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever Valkey holds under a session key (a corrupt value, another program's
+        /// string), decoding answers an error, never a panic.
+        #[test]
+        fn any_bytes_decode_to_a_session_or_an_error(blob in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode(SessionId::generate(), &blob);
+        }
+
+        /// Every session encodes to bytes that decode back to it.
+        #[test]
+        fn every_session_round_trips(
+            attributes in proptest::collection::btree_map("[a-z_]{1,16}", proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0..8),
+            principal in "[a-z@.]{0,24}",
+            times in proptest::array::uniform5(proptest::num::u64::ANY),
+        ) {
+            let s = Session {
+                id: SessionId::generate(),
+                attributes: attributes.into_iter().collect(),
+                principal,
+                version: times[0],
+                created_at_ms: times[1],
+                last_accessed_at_ms: times[2],
+                idle_timeout_ms: times[3],
+                absolute_expires_at_ms: Some(times[4]).filter(|&t| t > 0),
+            };
+            let blob = encode(&s);
+            proptest::prop_assert_eq!(decode(s.id.clone(), &blob).unwrap(), s.clone());
+            // A truncated value is an error, not a shorter session.
+            for cut in [1, blob.len() / 2, blob.len() - 1] {
+                proptest::prop_assert!(decode(s.id.clone(), &blob[..cut]).is_err());
+            }
+        }
+    }
+
     #[test]
     fn round_trips() {
         let s = sample();

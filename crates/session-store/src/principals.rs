@@ -351,43 +351,7 @@ impl SessionStore {
                 args,
             )
             .await?;
-        let next_score = text(reply.first());
-        let next = (!next_score.is_empty())
-            .then(|| Some((next_score.parse().ok()?, text(reply.get(1)))))
-            .flatten();
-        let Some(Value::Array(rows)) = reply.get(2) else {
-            return Ok(Listed {
-                entries: Vec::new(),
-                next,
-            });
-        };
-        let entries = rows
-            .iter()
-            .filter_map(|row| {
-                let Value::Array(f) = row else { return None };
-                let n = |i: usize| f.get(i).and_then(Value::as_i64).unwrap_or(0).max(0) as u64;
-                let attributes = match f.get(6) {
-                    Some(Value::Array(kv)) => kv
-                        .chunks(2)
-                        .filter_map(|pair| match pair {
-                            [name, value] => Some((text(Some(name)), bytes_of(value))),
-                            _ => None,
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                Some(SessionEntry {
-                    handle: text(f.first()),
-                    version: n(1),
-                    created_at_ms: n(2),
-                    last_accessed_at_ms: n(3),
-                    idle_timeout_ms: n(4),
-                    absolute_expires_at_ms: Some(n(5)).filter(|&a| a > 0),
-                    attributes,
-                })
-            })
-            .collect();
-        Ok(Listed { entries, next })
+        Ok(listed(&reply))
     }
 
     /// Revokes one session of a principal by handle; `false` when the principal has no such
@@ -465,6 +429,49 @@ impl SessionStore {
     }
 }
 
+/// Reads the list script's reply (`[next score, next handle, rows]`, each row `[handle, version,
+/// created, last accessed, idle, absolute, [name, value, ...]]`): what it cannot read is left
+/// out, never a panic.
+fn listed(reply: &[Value]) -> Listed {
+    let next_score = text(reply.first());
+    let next = (!next_score.is_empty())
+        .then(|| Some((next_score.parse().ok()?, text(reply.get(1)))))
+        .flatten();
+    let Some(Value::Array(rows)) = reply.get(2) else {
+        return Listed {
+            entries: Vec::new(),
+            next,
+        };
+    };
+    let entries = rows
+        .iter()
+        .filter_map(|row| {
+            let Value::Array(f) = row else { return None };
+            let n = |i: usize| f.get(i).and_then(Value::as_i64).unwrap_or(0).max(0) as u64;
+            let attributes = match f.get(6) {
+                Some(Value::Array(kv)) => kv
+                    .chunks(2)
+                    .filter_map(|pair| match pair {
+                        [name, value] => Some((text(Some(name)), bytes_of(value))),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Some(SessionEntry {
+                handle: text(f.first()),
+                version: n(1),
+                created_at_ms: n(2),
+                last_accessed_at_ms: n(3),
+                idle_timeout_ms: n(4),
+                absolute_expires_at_ms: Some(n(5)).filter(|&a| a > 0),
+                attributes,
+            })
+        })
+        .collect();
+    Listed { entries, next }
+}
+
 fn code(reply: &[Value]) -> Option<i64> {
     reply.first().and_then(Value::as_i64)
 }
@@ -511,4 +518,60 @@ fn conflict(expected: Option<u64>, reply: &[Value]) -> Error {
 
 fn unexpected(script: &str, reply: &[Value]) -> Error {
     Error::Internal(format!("{script} script returned {reply:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Any reply shape a script (or a server that is not Valkey) could send.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::Integer),
+            ".{0,12}".prop_map(|s| Value::String(s.into())),
+            proptest::collection::vec(any::<u8>(), 0..12).prop_map(|b| Value::Bytes(b.into())),
+        ];
+        leaf.prop_recursive(3, 48, 8, |inner| {
+            proptest::collection::vec(inner, 0..8).prop_map(Value::Array)
+        })
+    }
+
+    proptest! {
+        /// The list script's reply is read defensively: any shape is a (possibly empty) page,
+        /// never a panic.
+        #[test]
+        fn any_reply_is_a_page(reply in proptest::collection::vec(value(), 0..4)) {
+            let page = listed(&reply);
+            prop_assert!(page.entries.len() <= 8);
+        }
+    }
+
+    #[test]
+    fn a_well_formed_reply_is_read_in_full() {
+        let row = Value::Array(vec![
+            "h1".into(),
+            3.into(),
+            10.into(),
+            20.into(),
+            30.into(),
+            0.into(),
+            Value::Array(vec![
+                "device".into(),
+                Value::Bytes(Bytes::from_static(b"laptop")),
+            ]),
+        ]);
+        let page = listed(&["20".into(), "h1".into(), Value::Array(vec![row])]);
+        assert_eq!(page.next, Some((20, "h1".to_owned())));
+        assert_eq!(page.entries.len(), 1);
+        let entry = &page.entries[0];
+        assert_eq!((entry.handle.as_str(), entry.version), ("h1", 3));
+        assert_eq!(entry.absolute_expires_at_ms, None);
+        assert_eq!(
+            entry.attributes,
+            vec![("device".to_owned(), b"laptop".to_vec())]
+        );
+    }
 }

@@ -138,6 +138,31 @@ impl SessionStore {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// A page token is input: anything a caller sends is refused or opened, never a panic,
+        /// and only what this secret issued for this tenant and principal opens.
+        #[test]
+        fn page_tokens_open_only_as_issued(
+            garbage in ".{0,200}",
+            score in proptest::num::u64::ANY,
+            handle in "[A-Za-z0-9_-]{0,40}",
+            flip in proptest::num::usize::ANY,
+        ) {
+            let secret = Secret([7; 32]);
+            let now = 1_800_000_000_000;
+            let _ = secret.open_page_token("t", "ada", &garbage, now);
+            let token = secret.page_token("t", "ada", &(score, handle.clone()), now);
+            proptest::prop_assert_eq!(secret.open_page_token("t", "ada", &token, now), Ok((score, handle)));
+            proptest::prop_assert!(secret.open_page_token("t", "bob", &token, now).is_err());
+            proptest::prop_assert!(Secret([8; 32]).open_page_token("t", "ada", &token, now).is_err());
+            let mut altered = token.into_bytes();
+            let at = flip % altered.len();
+            altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
+            let altered = String::from_utf8(altered).unwrap();
+            proptest::prop_assert!(secret.open_page_token("t", "ada", &altered, now).is_err());
+        }
+    }
+
     #[test]
     fn tags_are_keyed_per_tenant_and_principal() {
         let a = Secret([1; 32]);
