@@ -52,6 +52,9 @@ pub struct GatewayConfig {
     /// Deadline of every call to the session service (sent as `grpc-timeout`).
     #[arg(long, env = "GATEWAY_CALL_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
+    /// Time a client has to send a request's headers; a slower one (slowloris) is closed.
+    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
 
     /// How the gateway authenticates to the session service (TLS trust, client certificate,
     /// bearer token), like any other caller.

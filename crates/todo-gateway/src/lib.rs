@@ -147,57 +147,74 @@ pub async fn run(
         service = %config.session_service_url,
         "gateway listening"
     );
-    let app = router(sessions, policy).into_make_service_with_connect_info::<PeerAddr>();
-    let listener = Incoming {
-        conns: tls::incoming(listener, tls),
-        addr,
+    let app = router(sessions, policy);
+    serve(
+        tls::incoming(listener, tls),
+        app,
+        config.header_read_timeout,
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `conns` until `shutdown`, then waits for the connections in
+/// flight. axum's own `serve` is not used because it has no header-read timeout: a client that
+/// sends its headers a byte at a time (slowloris) would hold a connection for ever.
+async fn serve(
+    mut conns: Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send>>,
+    app: Router,
+    header_read_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto::Builder, graceful::GracefulShutdown},
+        service::TowerToHyperService,
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| GatewayError::Listen { addr, source })
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            conn = conns.next() => conn,
+            () = &mut shutdown => break,
+        };
+        let conn = match conn {
+            Some(Ok(conn)) => conn,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "accept failed");
+                continue;
+            }
+            // The accept loop only ends with the listener.
+            None => break,
+        };
+        let peer = conn.peer();
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(PeerAddr(
+                peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            ))));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(conn), TowerToHyperService::new(app))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
 }
 
 /// The address of the peer of a request (a request extension, as `ConnectInfo<PeerAddr>`).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Incoming>>
-    for PeerAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Incoming>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
-
-/// Accepted connections (plaintext or HTTPS) as an axum listener.
-struct Incoming {
-    conns: Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send>>,
-    addr: SocketAddr,
-}
-
-impl axum::serve::Listener for Incoming {
-    type Io = Conn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.conns.next().await {
-                Some(Ok(conn)) => {
-                    let peer = conn.peer().unwrap_or(self.addr);
-                    return (conn, peer);
-                }
-                Some(Err(e)) => tracing::debug!(error = %e, "accept failed"),
-                // The accept loop only ends with the listener; nothing more will come.
-                None => std::future::pending::<()>().await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.addr)
-    }
-}
 
 /// The one-page UI: plain HTML and JavaScript, no build step, no CDN.
 async fn page() -> Html<&'static str> {

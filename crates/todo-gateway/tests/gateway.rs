@@ -165,6 +165,27 @@ async fn responses_carry_the_browser_security_headers() {
     }
 }
 
+/// A client that sends its headers too slowly (slowloris) is closed after the header-read
+/// timeout instead of holding a connection for ever.
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start_with(&[], &[("GATEWAY_HEADER_READ_TIMEOUT", "1s")]);
+    let addr = stack.url("").trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /todos HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was still open 5 s after half a request"
+    );
+    println!("half a request: closed after {:?}", start.elapsed());
+}
+
 #[tokio::test]
 async fn secure_cookies_when_configured_for_https() {
     let stack = Stack::start_with(&[], &[("GATEWAY_COOKIE_SECURE", "true")]);
