@@ -1,8 +1,9 @@
-//! A minimal reproduction, with fred alone (no valkey-sessions code), of the slot-migration
-//! defect of fred 10.1.0 that this crate (route.rs) works around. Ignored: it FAILS with fred
-//! 10.1.0 and documents why; run it against a newer fred with
-//! `cargo test -p valkey-router --test fred_follows_ask -- --ignored --nocapture` (RUST_LOG=fred=debug shows
-//! fred's own account).
+//! A canary, with fred alone (no valkey-sessions code): the slot-migration defect of fred
+//! 10.1.0 that this crate (route.rs) works around. It PASSES while fred still loses a key whose
+//! slot is migrated under load, and FAILS the day a fred release follows ASK correctly: then
+//! this crate's reason to exist is gone (lib.rs), and session-store can use fred's cluster
+//! client. `RUST_LOG=fred=debug cargo test -p valkey-router --test fred_follows_ask -- --nocapture`
+//! shows fred's own account.
 //!
 //! The cause, read in fred 10.1.0's source and confirmed by this test's counters:
 //! 1. On `ASK`, fred's router (`router/commands.rs`, `process_ask`) sends `ASKING` to the node
@@ -60,8 +61,7 @@ fn fred_client(d: &Deployment) -> Client {
 }
 
 #[tokio::test]
-#[ignore = "fails with fred 10.1.0: the reproduction of the defect this crate works around"]
-async fn fred_alone_recovers_a_key_whose_slot_is_migrated_under_load() {
+async fn fred_still_cannot_follow_ask_so_the_router_is_needed() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
         .with_test_writer()
@@ -154,9 +154,11 @@ async fn fred_alone_recovers_a_key_whose_slot_is_migrated_under_load() {
     );
     let (at, outcome) = log.last().unwrap();
     assert!(
-        outcome.is_ok(),
-        "5 s after the slot moved, the key is still not writable through fred ({:?} after \
-         the start): {outcome:?}",
+        outcome.is_err(),
+        "fred now follows ASK: 5 s after the slot moved the key is writable through fred alone \
+         ({:?} after the start). valkey-router exists only because fred 10.1 could not (its \
+         lib.rs): switch session-store to fred's cluster client, keep the faults and chaos tests \
+         green, and delete the crate",
         *at - t0
     );
 }
