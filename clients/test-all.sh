@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the same session.v1 scenario in Python, TypeScript, Go and Java against an ALREADY RUNNING
-# service, plus `buf lint` and `buf breaking` (against the main branch). Generates stubs first.
+# service, plus `buf lint` and `buf breaking` (against the last release's recorded descriptor set).
+# Generates stubs first.
 #
 #   bash clients/install-deps.sh        # once
 #   SESSION_SERVICE_ADDR=127.0.0.1:50051 bash clients/test-all.sh
@@ -13,7 +14,7 @@ root="$(cd "$here/.." && pwd)"
 : "${SESSION_SERVICE_ADDR:?set SESSION_SERVICE_ADDR=host:port of a running valkey-sessions}"
 export SESSION_SERVICE_ADDR
 STAGE_TIMEOUT="${STAGE_TIMEOUT:-300}"
-BREAKING_AGAINST="${BREAKING_AGAINST:-main}"
+BREAKING_AGAINST="${BREAKING_AGAINST:-}"
 buf="$here/typescript/node_modules/.bin/buf"
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
@@ -106,27 +107,20 @@ buf_lint() {
   (cd "$root" && "$buf" lint)
 }
 
-# buf breaking against $BREAKING_AGAINST (default main). The baseline is extracted with
-# `git archive`, which also works in worktrees and shallow clones; when the branch does not exist
-# or has no proto/ yet there is nothing to break and the check is skipped (and said so).
+# buf breaking against the last release: the descriptor set recorded when it was cut
+# (releases/proto/session-v1-<version>.binpb, made with `buf build -o`), so a removed or
+# renumbered field fails here. $BREAKING_AGAINST may name another baseline (a file or a branch).
 buf_breaking() {
-  local ref="" r base
-  for r in "$BREAKING_AGAINST" "origin/$BREAKING_AGAINST"; do
-    if git -C "$root" rev-parse -q --verify "$r^{commit}" >/dev/null; then ref="$r"; break; fi
-  done
-  if [ -z "$ref" ]; then
-    echo "buf breaking: skipped, no branch $BREAKING_AGAINST in this clone"
-    return 3
+  local against="${BREAKING_AGAINST:-}"
+  if [ -z "$against" ]; then
+    against="$(ls "$root"/releases/proto/session-v1-*.binpb 2>/dev/null | sort -V | tail -n 1)"
   fi
-  if ! git -C "$root" cat-file -e "$ref:proto" 2>/dev/null; then
-    echo "buf breaking: skipped, $ref has no proto/ yet"
-    return 3
+  if [ -z "$against" ]; then
+    echo "buf breaking: no release recorded in releases/proto/" >&2
+    return 1
   fi
-  base="$logs/against"
-  mkdir -p "$base"
-  git -C "$root" archive "$ref" proto | tar -x -C "$base" || return 1
-  echo "buf breaking proto --against $ref:proto ($(git -C "$root" rev-parse --short "$ref"))"
-  (cd "$root" && "$buf" breaking proto --against "$base/proto")
+  echo "buf breaking proto --against $against"
+  (cd "$root" && "$buf" breaking proto --against "$against")
 }
 
 # Stages run in a child bash under `timeout`, so they see these as exported.
