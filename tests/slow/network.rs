@@ -35,6 +35,19 @@ async fn sessions(c: &mut Client, n: usize) -> Vec<String> {
     ids
 }
 
+/// A standalone Valkey, the service on it (near cache off: every read goes to Valkey, where the
+/// faults are), a client and 20 sessions.
+async fn standalone_with_sessions() -> (Valkey, Service, Client, Vec<String>) {
+    let valkey = Valkey::standalone();
+    let service = Service::start(
+        &valkey.url(),
+        &[("VALKEY_SESSIONS_NEAR_CACHE__ENABLED", "false")],
+    );
+    let mut c = service.client().await;
+    let ids = sessions(&mut c, 20).await;
+    (valkey, service, c, ids)
+}
+
 /// Runs a load over `ids` around `fault` (which returns when the fault is in place), for `hold`
 /// after it; returns the report and the instant the fault began.
 async fn under_load(
@@ -80,13 +93,7 @@ fn assert_within_deadline(what: &str, report: &Report) {
 #[test]
 fn silent_connections_to_a_standalone_valkey_are_replaced() {
     NetNs::run(|ns| async move {
-        let valkey = Valkey::standalone();
-        let service = Service::start(
-            &valkey.url(),
-            &[("VALKEY_SESSIONS_NEAR_CACHE__ENABLED", "false")],
-        );
-        let mut c = service.client().await;
-        let ids = sessions(&mut c, 20).await;
+        let (valkey, service, mut c, ids) = standalone_with_sessions().await;
         let mut silenced = 0;
         let (report, at) = under_load(
             &c,
@@ -164,13 +171,7 @@ fn a_silent_tracking_connection_empties_the_near_cache() {
 #[test]
 fn a_dead_path_is_unavailable_within_the_deadline_and_heals() {
     NetNs::run(|ns| async move {
-        let valkey = Valkey::standalone();
-        let service = Service::start(
-            &valkey.url(),
-            &[("VALKEY_SESSIONS_NEAR_CACHE__ENABLED", "false")],
-        );
-        let mut c = service.client().await;
-        let ids = sessions(&mut c, 20).await;
+        let (valkey, service, c, ids) = standalone_with_sessions().await;
         let health = HealthWatch::start(&service).await;
         health
             .wait_for(ServingStatus::Serving, Duration::from_secs(10))
@@ -288,13 +289,7 @@ fn an_address_change_behind_the_name_is_followed() {
 #[test]
 fn a_slow_node_costs_its_rpcs_the_deadline_and_no_more() {
     NetNs::run(|_ns| async move {
-        let valkey = Valkey::standalone();
-        let service = Service::start(
-            &valkey.url(),
-            &[("VALKEY_SESSIONS_NEAR_CACHE__ENABLED", "false")],
-        );
-        let mut c = service.client().await;
-        let ids = sessions(&mut c, 20).await;
+        let (valkey, service, c, ids) = standalone_with_sessions().await;
         let rss = || rss_kib(service.pid());
         let before = rss();
         let (report, at) = under_load(
