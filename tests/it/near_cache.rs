@@ -95,6 +95,9 @@ async fn hot_gets_are_served_from_memory_without_valkey(shape: Shape) {
     assert_eq!(reads(&d), before + 1, "a strong Get goes to the primary");
 }
 
+/// Longest a write on another instance may stay unseen by this one's near cache.
+const STALE_BOUND: Duration = Duration::from_millis(250);
+
 async fn changes_on_another_instance_are_never_served_stale(shape: Shape) {
     let d = Deployment::start(shape);
     let a = d.start_service(&[ON]);
@@ -122,9 +125,12 @@ async fn changes_on_another_instance_are_never_served_stale(shape: Shape) {
                 break;
             }
             assert!(seen < version);
+            // Measured: 3-4 ms at the median, 5-8 ms at most (the Put's acknowledgement, the
+            // invalidation message, a replica's lag and this loop's own Gets); 250 ms is the
+            // margin of a loaded 2-core machine, not a staleness the cache may have.
             assert!(
-                written.elapsed() < Duration::from_secs(2),
-                "stale for 2 s: v{seen} < v{version}"
+                written.elapsed() < STALE_BOUND,
+                "stale for {STALE_BOUND:?}: v{seen} < v{version}"
             );
         }
         for _ in 0..3 {
@@ -140,6 +146,10 @@ async fn changes_on_another_instance_are_never_served_stale(shape: Shape) {
         "{shape:?}: write on B to A serving it: p50 {:?}, max {:?}",
         delays[delays.len() / 2],
         delays.last().unwrap()
+    );
+    assert!(
+        delays[delays.len() / 2] < Duration::from_millis(50),
+        "the median write is served within 50 ms: {delays:?}"
     );
 
     // Read-your-writes on one instance: A's own Put is visible to A's next Get at once.
