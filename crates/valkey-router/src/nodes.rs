@@ -8,7 +8,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -109,9 +109,8 @@ pub(crate) struct Node {
     readonly: Arc<AtomicBool>,
     /// Why its connections were last closed on purpose, for the reconnect metric.
     forced: Arc<std::sync::Mutex<Option<&'static str>>>,
-    /// When a reconnect was last forced (ms since the node was created): at most one per second.
-    last_forced: AtomicU64,
-    created: std::time::Instant,
+    /// When a reconnect was last forced: at most one per [`FORCE_GAP`].
+    last_forced: std::sync::Mutex<Option<std::time::Instant>>,
     /// The `maxmemory-policy` last exported for it (memory.rs).
     pub memory_policy: std::sync::Mutex<Option<String>>,
     /// The tasks watching its clients' connection events, ended with the node.
@@ -146,47 +145,41 @@ impl Node {
             template,
             readonly: Arc::new(AtomicBool::new(false)),
             forced: Arc::default(),
-            last_forced: AtomicU64::new(0),
-            created: std::time::Instant::now(),
+            last_forced: std::sync::Mutex::default(),
             watchers: std::sync::Mutex::default(),
             memory_policy: std::sync::Mutex::default(),
             durable: Mutex::new(None),
             asking: Mutex::new(None),
         };
         for client in &node.clients {
-            node.start(client);
+            node.start(client, node.stopped.clone());
         }
         Ok(node)
     }
 
-    /// Keeps `client` connecting and watches its connection's life: counts reconnects by
-    /// cause, and says READONLY on every new connection of a replica.
-    fn start(&self, client: &Client) {
-        supervise(client.clone(), self.stopped.clone());
+    /// Keeps `client` connecting until `stopped` and watches its connection's life: counts
+    /// reconnects by cause, and says READONLY on every new connection of a replica.
+    fn start(&self, client: &Client, stopped: Arc<AtomicBool>) {
+        supervise(client.clone(), stopped);
         let watcher = watch(client.clone(), self.readonly.clone(), self.forced.clone());
         self.watchers.lock().expect("watchers lock").push(watcher);
     }
 
     /// Marks the node as a replica serving reads (READONLY on each connection as it opens) or
-    /// not; sends READONLY now on the connections already open.
+    /// not; the connections already open are told by `Valkey::readonly_replicas`.
     pub fn set_readonly(&self, readonly: bool) {
-        if !self.readonly.swap(readonly, Ordering::Relaxed) && readonly {
-            self.send_readonly();
-        }
+        self.readonly.store(readonly, Ordering::Relaxed);
     }
 
     /// Closes and reopens every connection of the node (with a fresh DNS resolution): they no
     /// longer reach the node its address names. At most once a second.
     pub fn reconnect(&self, cause: &'static str) {
-        let now = self.created.elapsed().as_millis() as u64 + FORCE_GAP_MS;
-        let last = self.last_forced.load(Ordering::Relaxed);
-        if now < last + FORCE_GAP_MS
-            || self
-                .last_forced
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
         {
-            return;
+            let mut last = self.last_forced.lock().expect("forced clock");
+            if last.is_some_and(|at| at.elapsed() < FORCE_GAP) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
         }
         tracing::warn!(node = %format_args!("{}:{}", self.server.host, self.server.port), cause,
             "reopening the connections of a valkey node");
@@ -249,9 +242,7 @@ impl Node {
         }
         let client = self.template.client(&self.server)?;
         let stopped = Arc::new(AtomicBool::new(self.stopped.load(Ordering::Relaxed)));
-        supervise(client.clone(), stopped.clone());
-        let watcher = watch(client.clone(), Arc::default(), self.forced.clone());
-        self.watchers.lock().expect("watchers lock").push(watcher);
+        self.start(&client, stopped.clone());
         wait_connected(&client, self.template.connect_timeout()).await;
         *lane = Some((client.clone(), stopped));
         Ok(client)
@@ -275,7 +266,7 @@ impl Node {
             return Ok(asking.clone());
         }
         let client = self.template.client(&self.server)?;
-        self.start(&client);
+        self.start(&client, self.stopped.clone());
         wait_connected(&client, self.template.connect_timeout()).await;
         let asking = Arc::new(Asking {
             client,
@@ -320,7 +311,7 @@ impl Node {
 }
 
 /// Least time between two forced reconnects of one node.
-const FORCE_GAP_MS: u64 = 1000;
+const FORCE_GAP: Duration = Duration::from_secs(1);
 
 /// Follows one client's connection events for as long as the node lives: each new connection
 /// after the first is a reconnect, counted by what closed the last one (a reconnect the router
