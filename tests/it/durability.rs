@@ -173,9 +173,31 @@ async fn durable_writes_wait_for_a_replica_and_say_so_when_none_acknowledges() {
         "the delete was applied"
     );
 
+    // The primary frozen while it holds the WAIT (the replica still frozen): its answer never
+    // comes, and the call still ends with the durability timeout, not when the primary wakes.
+    let id = create(&mut c, CreateRequest::default()).await.id;
+    let mut other = service.client().await;
+    let (waiting_id, started) = (id.clone(), Instant::now());
+    let pending = tokio::spawn(async move {
+        let reply = other
+            .put(put(&waiting_id, "primary frozen", Durability::Replica))
+            .await;
+        (reply, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    d.primary(0).pause();
+    let (reply, frozen_wait) = pending.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed())).await;
+    d.primary(0).resume();
+    assert_not_replicated(&reply.unwrap_err());
+    assert!(
+        frozen_wait < Duration::from_millis(600),
+        "a WAIT the primary never answers ends with the durability timeout (200 ms), not when \
+         the primary wakes (1.5 s): {frozen_wait:?}"
+    );
+
     // Back: acknowledged again.
     d.replica(0).resume();
-    let id = create(&mut c, CreateRequest::default()).await.id;
     let started = Instant::now();
     loop {
         match c.put(put(&id, "again", Durability::Replica)).await {

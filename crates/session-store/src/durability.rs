@@ -16,8 +16,14 @@ const REPLICAS: i64 = 1;
 /// The shortest WAIT worth sending (WAIT with 0 ms waits for ever).
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
-/// Waits until a replica has every write `client`'s connection made, up to `timeout`.
-pub(super) async fn replicated(client: &Client, timeout: Duration) -> Result<(), Error> {
+/// Waits until a replica has every write `client`'s connection made, up to `timeout`, within
+/// `left` (what the RPC's deadline leaves).
+pub(super) async fn replicated(
+    client: &Client,
+    timeout: Duration,
+    left: Duration,
+) -> Result<(), Error> {
+    let timeout = timeout.min(left - left / 10);
     if timeout < MIN_WAIT {
         // No time left in the RPC's deadline: WAIT 0 would block until a replica answers.
         metrics::counter!("valkey_durable_writes_total", "outcome" => "not_replicated")
@@ -28,9 +34,7 @@ pub(super) async fn replicated(client: &Client, timeout: Duration) -> Result<(),
         });
     }
     let started = std::time::Instant::now();
-    let acked = client
-        .wait::<i64>(REPLICAS, timeout.as_millis().max(1) as i64)
-        .await;
+    let acked = wait(client, timeout, left).await;
     metrics::histogram!("valkey_command_duration_seconds", "command" => "wait")
         .record(started.elapsed().as_secs_f64());
     let outcome = match &acked {
@@ -53,6 +57,28 @@ pub(super) async fn replicated(client: &Client, timeout: Duration) -> Result<(),
     }
 }
 
+/// How much later than the server's WAIT timeout its answer may arrive before it is given up.
+const WAIT_GRACE: Duration = Duration::from_millis(50);
+
+/// WAIT for a replica for `timeout` (on the server), its answer awaited here until a little after
+/// that and never beyond `left`: a primary that is busy, frozen or silent answers late or never,
+/// and the RPC's deadline still holds.
+async fn wait(
+    client: &Client,
+    timeout: Duration,
+    left: Duration,
+) -> Result<i64, fred::error::Error> {
+    let sent = client.wait::<i64>(REPLICAS, timeout.as_millis().max(1) as i64);
+    let bound = (timeout + WAIT_GRACE).min(left);
+    match tokio::time::timeout(bound, sent).await {
+        Ok(acked) => acked,
+        Err(_) => Err(fred::error::Error::new(
+            fred::error::ErrorKind::Timeout,
+            format!("the primary did not answer WAIT within {bound:?}"),
+        )),
+    }
+}
+
 /// How long a revocation waits for a replica before answering, where reads go to replicas.
 const REVOCATION_WAIT: Duration = Duration::from_millis(500);
 
@@ -62,13 +88,13 @@ const REVOCATION_WAIT: Duration = Duration::from_millis(500);
 /// revocation happened on the primary, and a lagging replica's miss-fallback is all it could
 /// serve.
 pub(super) async fn revocation_replicated(client: &Client, left: Duration) {
-    let wait = REVOCATION_WAIT.min(left);
+    let wait = REVOCATION_WAIT.min(left - left / 10);
     if wait < MIN_WAIT {
         tracing::warn!("no time left to wait for a replica after a revocation");
         return;
     }
     let started = std::time::Instant::now();
-    let acked = client.wait::<i64>(REPLICAS, wait.as_millis() as i64).await;
+    let acked = self::wait(client, wait, left).await;
     metrics::histogram!("valkey_command_duration_seconds", "command" => "wait")
         .record(started.elapsed().as_secs_f64());
     match acked {

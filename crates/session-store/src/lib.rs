@@ -430,7 +430,7 @@ impl SessionStore {
         let (value, client) = timed(command, self.valkey.keyed(key, Lane::Durable, call)).await?;
         if wrote(&value) {
             // The WAIT shares the RPC's deadline: what is left of it, if less than the timeout.
-            durability::replicated(&client, timeout.min(self.valkey.remaining())).await?;
+            durability::replicated(&client, timeout, self.valkey.remaining()).await?;
         }
         Ok(value)
     }
