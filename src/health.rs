@@ -29,7 +29,8 @@ impl Health {
     }
 }
 
-/// Starts the probe loop: SERVING while a primary answers its PING within the command timeout.
+/// Starts the probe loop: SERVING while a primary answers its PING within the command timeout
+/// and the deployment secrets agree.
 pub fn spawn_probe(store: SessionStore, reporter: HealthReporter, every: Duration) -> Health {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let probe_reporter = reporter.clone();
@@ -45,26 +46,30 @@ pub fn spawn_probe(store: SessionStore, reporter: HealthReporter, every: Duratio
             }
             let probe = store.probe().await;
             let up = probe.reachable();
+            // An instance whose deployment secret disagrees with the others' leaves its load
+            // balancer: it would refuse every call about a principal (agreement.rs).
+            let agree = store.secrets_agree();
             if *stopped.borrow() {
                 return;
             }
             metrics::gauge!("valkey_shards").set(probe.primaries as f64);
             metrics::gauge!("valkey_shards_up").set(probe.primaries_up as f64);
-            if last != Some(up) {
-                let status = if up {
+            if last != Some((up, agree)) {
+                let status = if up && agree {
                     ServingStatus::Serving
                 } else {
                     ServingStatus::NotServing
                 };
                 tracing::info!(
                     valkey_up = up,
+                    secrets_agree = agree,
                     shards = probe.primaries,
                     shards_up = probe.primaries_up,
                     "health changed"
                 );
                 metrics::gauge!("valkey_up").set(if up { 1.0 } else { 0.0 });
                 set(&probe_reporter, status).await;
-                last = Some(up);
+                last = Some((up, agree));
             }
         }
     });

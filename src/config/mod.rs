@@ -21,7 +21,7 @@ use figment::{
 use serde::{Deserialize, Serialize};
 pub use service_kit::{LogFormat, Profile};
 use session_core::{Lifetimes, Limits, SettingError, TenantOverrides};
-use session_store::config::{NearCacheConfig, ValkeyConfig};
+use session_store::config::{NearCacheConfig, SecretConfig, ValkeyConfig};
 
 use crate::{auth::AuthConfig, runtime::RuntimeConfig, telemetry::LogConfig};
 
@@ -51,6 +51,8 @@ pub struct Config {
     pub near_cache: NearCacheConfig,
     /// The async runtime the service runs on.
     pub runtime: RuntimeConfig,
+    /// The deployment secret (principal tags, page tokens) and its rotation.
+    pub secret: SecretConfig,
 }
 
 /// A configuration problem, naming the key at fault.
@@ -84,6 +86,7 @@ impl Config {
             tenants: BTreeMap::new(),
             near_cache: NearCacheConfig::for_profile(cloud),
             runtime: RuntimeConfig::default(),
+            secret: SecretConfig::default(),
         }
     }
 
@@ -112,6 +115,7 @@ impl Config {
         self.near_cache.validate()?;
         self.grpc.validate(self.profile, &self.auth)?;
         self.auth.validate()?;
+        self.secret.validate()?;
         Ok(())
     }
 }

@@ -232,6 +232,18 @@ pub const MEANINGS: &[(&str, &str)] = &[
         "runtime.lifo_slot",
         "tokio's LIFO slot; off so the Valkey commands of concurrent requests share a socket write (docs/benchmarks.md). Turning it off needs a build with `--cfg tokio_unstable`, which the repository's `.cargo/config.toml` sets; a build without it keeps the slot and logs so once",
     ),
+    (
+        "secret.file",
+        "deployment secrets (principal tags, page tokens), one per line, newest first (`openssl rand -base64 32`); unset, one is made and kept in Valkey. Rotation: docs/security.md",
+    ),
+    (
+        "secret.keys",
+        "the same list comma-separated, from the environment (`VALKEY_SESSIONS_SECRET__KEYS`); never logged",
+    ),
+    (
+        "secret.agreement_interval",
+        "how often instances register and compare their secrets; one that disagrees refuses principal RPCs and reports NOT_SERVING",
+    ),
 ];
 
 /// The defaults of `profile` as a TOML document.

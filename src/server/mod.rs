@@ -67,6 +67,7 @@ pub struct Prepared {
     security: Security,
     tenants: Tenants,
     authenticator: Arc<Authenticator>,
+    secrets: Vec<session_store::Secret>,
 }
 
 impl Prepared {
@@ -85,11 +86,13 @@ impl Prepared {
             tenants.clone(),
             security.tokens.clone(),
         )?);
+        let secrets = config.secret.load()?;
         Ok(Self {
             config,
             security,
             tenants,
             authenticator,
+            secrets,
         })
     }
 
@@ -107,7 +110,7 @@ impl Prepared {
             );
         }
         self.security.watch(config);
-        let (valkey, store) = connect_store(config).await?;
+        let (valkey, store) = connect_store(config, self.secrets).await?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let health = crate::health::spawn_probe(
             store.clone(),
@@ -248,13 +251,23 @@ impl Server {
 
 /// The Valkey connection and the session store over it (with the near cache where configured);
 /// returns before Valkey answers when it does not within `valkey.connect_timeout`.
-async fn connect_store(config: &Config) -> Result<(Arc<Valkey>, SessionStore), ServeError> {
+async fn connect_store(
+    config: &Config,
+    secrets: Vec<session_store::Secret>,
+) -> Result<(Arc<Valkey>, SessionStore), ServeError> {
     let valkey = session_store::build(&config.valkey).await?;
+    if secrets.is_empty() && config.profile == crate::config::Profile::Cloud {
+        tracing::warn!(
+            "secret.file is not set: the deployment secret is kept in valkey only; configure \
+             one shared by every instance (docs/security.md)"
+        );
+    }
     let mut store = SessionStore::new(
         valkey.clone(),
         config.valkey.read_from,
         &config.valkey.key_prefix,
-    );
+    )
+    .with_secrets(secrets, config.secret.agreement_interval);
     let near = &config.near_cache;
     if near.enabled {
         let cache = session_store::near_cache::NearCache::new(near.max_entries, near.max_bytes);
@@ -280,6 +293,7 @@ async fn connect_store(config: &Config) -> Result<(Arc<Valkey>, SessionStore), S
         tracing::warn!(%url, "valkey not reachable yet; reconnecting in the background");
     }
     valkey.spawn_refresh(config.valkey.replica_sync_interval);
+    store.spawn_secret_agreement();
     Ok((valkey, store))
 }
 

@@ -220,7 +220,7 @@ impl SessionService {
         for name in &req.display_attributes {
             tenant.limits.check_display(name)?;
         }
-        let secret = self.store.secret().await?;
+        let secret = self.store.keys().await?;
         let now = now_ms();
         let after = if req.page_token.is_empty() {
             None

@@ -33,6 +33,15 @@ pub(super) fn status(e: Error) -> Status {
             ),
         ),
         Error::Unavailable(_) => Status::unavailable(message),
+        Error::SecretsDisagree(_) => Status::with_error_details(
+            tonic::Code::Unavailable,
+            message,
+            ErrorDetails::with_error_info(
+                ErrorReason::DeploymentSecretDisagreement.reason(),
+                proto::ERROR_DOMAIN,
+                [],
+            ),
+        ),
         Error::NotReplicated { timeout, .. } => Status::with_error_details(
             tonic::Code::Unavailable,
             message,

@@ -12,6 +12,7 @@ mod operations;
 mod principals;
 mod proposed_ids;
 mod resilience;
+mod secrets;
 mod security;
 mod tower_sessions_adapter;
 mod valkey_auth;

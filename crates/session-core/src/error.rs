@@ -67,6 +67,14 @@ pub enum Error {
         /// What WAIT answered.
         detail: String,
     },
+    /// This instance's deployment secrets disagree with the other instances': what needs them
+    /// (principal tags, page tokens) is refused here rather than splitting a user's index.
+    #[error(
+        "this instance's deployment secret disagrees with the other instances' ({0}); \
+         sessions of principals are refused here so that no user's sessions are split: retry \
+         on another instance. Operators: docs/security.md, \"The deployment secret\""
+    )]
+    SecretsDisagree(String),
     /// Anything else: a bug or an unexpected reply.
     #[error("internal error: {0}")]
     Internal(String),

@@ -299,3 +299,166 @@ impl NearCacheConfig {
         Ok(())
     }
 }
+
+/// How often instances compare their deployment secrets unless configured.
+pub const DEFAULT_AGREEMENT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Most secrets one instance knows at once (one writing, the rest being rotated out).
+pub const MAX_SECRETS: usize = 4;
+
+/// A secret's text from the configuration: never printed.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The deployment secret (`secret`): principal tags and page tokens. Unset, it is made once and
+/// kept in Valkey; set, every instance must be given the same list (newest first).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretConfig {
+    /// A file of secrets, one per line (32 bytes in base64, `openssl rand -base64 32`), newest
+    /// first; `#` comments and blank lines ignored.
+    pub file: Option<PathBuf>,
+    /// The same list comma-separated, for the environment (`VALKEY_SESSIONS_SECRET__KEYS`).
+    pub keys: Option<SecretText>,
+    /// How often instances register and compare their secrets.
+    #[serde(with = "humantime_serde")]
+    pub agreement_interval: Duration,
+}
+
+impl Default for SecretConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            keys: None,
+            agreement_interval: DEFAULT_AGREEMENT_INTERVAL,
+        }
+    }
+}
+
+impl SecretConfig {
+    /// The configured secrets, newest first; empty when the secret is to live in Valkey.
+    pub fn load(&self) -> Result<Vec<crate::Secret>, SettingError> {
+        let (key, text) = match (&self.file, &self.keys) {
+            (Some(_), Some(_)) => {
+                return Err(SettingError::invalid(
+                    "secret.keys",
+                    "set secret.file or secret.keys, not both",
+                ));
+            }
+            (Some(path), None) => (
+                "secret.file",
+                std::fs::read_to_string(path).map_err(|e| {
+                    SettingError::invalid(
+                        "secret.file",
+                        format!("{} cannot be read: {e}", path.display()),
+                    )
+                })?,
+            ),
+            (None, Some(text)) => ("secret.keys", text.0.clone()),
+            (None, None) => return Ok(Vec::new()),
+        };
+        parse_secrets(key, &text)
+    }
+
+    /// Checks the secrets can be read and the interval.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        positive("secret.agreement_interval", self.agreement_interval)?;
+        self.load().map(|_| ())
+    }
+}
+
+/// Reads a list of secrets (lines or commas), refusing anything but 1..=MAX_SECRETS distinct ones.
+fn parse_secrets(key: &'static str, text: &str) -> Result<Vec<crate::Secret>, SettingError> {
+    let mut secrets: Vec<crate::Secret> = Vec::new();
+    for item in text.split(['\n', ',']).map(str::trim) {
+        if item.is_empty() || item.starts_with('#') {
+            continue;
+        }
+        let secret = crate::Secret::parse(item).map_err(|e| {
+            SettingError::invalid(key, format!("secret {}: {e}", secrets.len() + 1))
+        })?;
+        if secrets.contains(&secret) {
+            return Err(SettingError::invalid(
+                key,
+                format!("secret {} is listed twice", secrets.len() + 1),
+            ));
+        }
+        secrets.push(secret);
+    }
+    if secrets.is_empty() {
+        return Err(SettingError::invalid(
+            key,
+            "holds no secret: list at least one (openssl rand -base64 32)",
+        ));
+    }
+    if secrets.len() > MAX_SECRETS {
+        return Err(SettingError::invalid(
+            key,
+            format!("at most {MAX_SECRETS} secrets (the newest and those being rotated out)"),
+        ));
+    }
+    Ok(secrets)
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    const A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const B: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8";
+
+    #[test]
+    fn secrets_are_listed_newest_first_and_refused_with_the_key_named() {
+        let listed = parse_secrets("secret.file", &format!("# rotated 2026-12\n{B}\n\n{A}\n"))
+            .expect("two secrets");
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0], crate::Secret::parse(B).unwrap());
+        assert_eq!(
+            parse_secrets("secret.keys", &format!("{A},{B}"))
+                .unwrap()
+                .len(),
+            2
+        );
+        for (text, says) in [
+            ("", "holds no secret"),
+            ("# only a comment", "holds no secret"),
+            ("c2hvcnQ=", "this one is 5"),
+            ("not base64!", "base64"),
+            (&format!("{A}\n{A}") as &str, "twice"),
+            (&[A; 5].join(","), "listed twice"),
+        ] {
+            let e = parse_secrets("secret.keys", text).unwrap_err().to_string();
+            assert!(
+                e.contains("secret.keys") && e.contains(says),
+                "{text:?}: {e}"
+            );
+        }
+        let five: Vec<String> = (0..5u8)
+            .map(|i| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode([i; 32])
+            })
+            .collect();
+        let e = parse_secrets("secret.keys", &five.join(","))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 4"), "{e}");
+    }
+
+    #[test]
+    fn configured_secrets_never_print() {
+        let config = SecretConfig {
+            keys: Some(SecretText(A.into())),
+            ..SecretConfig::default()
+        };
+        assert!(!format!("{config:?}").contains(A));
+        assert!(!format!("{:?}", config.load().unwrap()).contains(A));
+    }
+}

@@ -2,6 +2,7 @@
 //! their node through valkey-router; this crate knows sessions, scripts, the codec, principals,
 //! the near cache and how the service authenticates to Valkey.
 
+mod agreement;
 mod client;
 mod codec;
 pub mod config;
@@ -15,7 +16,7 @@ pub mod tracking;
 
 pub use client::{ClientError, build};
 pub use principals::{Listed, Page, SessionEntry};
-pub use secret::Secret;
+pub use secret::{Keys, Secret};
 pub use valkey_router::{Probe, Valkey};
 
 use std::{sync::Arc, time::Duration};
@@ -129,7 +130,7 @@ pub struct SessionStore {
     read_from: ReadFrom,
     scripts: Arc<Scripts>,
     secret_key: String,
-    secret: Arc<tokio::sync::OnceCell<Secret>>,
+    secrets: Arc<agreement::Keyring>,
     near: Option<Arc<near_cache::NearCache>>,
     /// Set on a store for durable writes: how long a write waits for a replica (WAIT).
     durable: Option<Duration>,
@@ -144,10 +145,25 @@ impl SessionStore {
             read_from,
             scripts: Arc::new(Scripts::new()),
             secret_key: format!("{key_prefix}_secret"),
-            secret: Arc::new(tokio::sync::OnceCell::new()),
+            secrets: Arc::new(agreement::Keyring::new(
+                Vec::new(),
+                format!("{key_prefix}_secrets"),
+                config::DEFAULT_AGREEMENT_INTERVAL,
+            )),
             near: None,
             durable: None,
         }
+    }
+
+    /// The same store with the deployment's secrets configured (newest first) instead of kept in
+    /// Valkey, its agreement with the other instances checked every `interval`.
+    pub fn with_secrets(mut self, configured: Vec<Secret>, interval: Duration) -> Self {
+        self.secrets = Arc::new(agreement::Keyring::new(
+            configured,
+            format!("{}s", self.secret_key),
+            interval,
+        ));
+        self
     }
 
     /// The same store, but every write it makes is acknowledged only once a replica has it too

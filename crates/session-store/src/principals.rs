@@ -39,6 +39,8 @@ pub struct SessionEntry {
     pub absolute_expires_at_ms: Option<u64>,
     /// The requested display attributes it has.
     pub attributes: Vec<(String, Vec<u8>)>,
+    /// Where it is in its index (recent activity): the order pages follow.
+    pub score: u64,
 }
 
 /// A ListSessions request, resolved.
@@ -55,9 +57,19 @@ pub struct Page<'a> {
 }
 
 impl SessionStore {
-    /// The slot tag of a principal's sessions in `tenant`.
+    /// The slot tag new sessions of a principal get in `tenant`.
     pub async fn principal_tag(&self, tenant: &Tenant, principal: &str) -> Result<SlotTag, Error> {
-        Ok(self.secret().await?.principal_tag(&tenant.name, principal))
+        Ok(self.keys().await?.principal_tag(&tenant.name, principal))
+    }
+
+    /// Every slot tag a principal's sessions may have in `tenant` (more than one while a
+    /// deployment secret is being rotated out), the one new sessions get first.
+    pub async fn principal_tags(
+        &self,
+        tenant: &Tenant,
+        principal: &str,
+    ) -> Result<Vec<SlotTag>, Error> {
+        Ok(self.keys().await?.principal_tags(&tenant.name, principal))
     }
 
     /// Stores a new session of a principal and indexes it, enforcing the principal's limit.
@@ -327,16 +339,30 @@ impl SessionStore {
             .await;
     }
 
-    /// One page of a principal's sessions.
+    /// One page of a principal's sessions, newest activity first, over every index the
+    /// principal has (one, or one per secret while a deployment secret is rotated out).
     #[tracing::instrument(level = "debug", name = "valkey.list", skip_all)]
     pub async fn list(&self, tenant: &Tenant, page: Page<'_>) -> Result<Listed, Error> {
-        let tag = self.principal_tag(tenant, page.principal).await?;
+        let mut pages = Vec::new();
+        for tag in self.principal_tags(tenant, page.principal).await? {
+            pages.push(self.list_index(tenant, &tag, &page).await?);
+        }
+        Ok(merge(pages, page.size))
+    }
+
+    /// One page of one index of a principal.
+    async fn list_index(
+        &self,
+        tenant: &Tenant,
+        tag: &SlotTag,
+        page: &Page<'_>,
+    ) -> Result<Listed, Error> {
         let (score, handle) = match &page.after {
             Some((score, handle)) => (score.to_string(), handle.clone()),
             None => (String::new(), String::new()),
         };
         let mut args = vec![
-            Value::from(tenant.keys.members(&tag)),
+            Value::from(tenant.keys.members(tag)),
             Value::from(page.size as i64),
             Value::from(score),
             Value::from(handle),
@@ -347,7 +373,7 @@ impl SessionStore {
             .eval(
                 "evalsha_list",
                 &self.scripts.list,
-                &[tenant.keys.index(&tag)],
+                &[tenant.keys.index(tag)],
                 args,
             )
             .await?;
@@ -363,23 +389,28 @@ impl SessionStore {
         principal: &str,
         handle: &str,
     ) -> Result<bool, Error> {
-        let tag = self.principal_tag(tenant, principal).await?;
-        let index = tenant.keys.index(&tag);
-        let revoked: i64 = self
-            .eval_revoking(
-                "evalsha_revoke",
-                &self.scripts.revoke,
-                &[index, tenant.keys.session_by_handle(&tag, handle)],
-                vec![Value::from(handle), Value::from(principal)],
-                |n: &i64| *n > 0,
-                |n: &i64| *n > 0,
-            )
-            .await?;
-        self.forget(&tenant.keys.session_by_handle(&tag, handle));
-        Ok(revoked > 0)
+        for tag in self.principal_tags(tenant, principal).await? {
+            let index = tenant.keys.index(&tag);
+            let revoked: i64 = self
+                .eval_revoking(
+                    "evalsha_revoke",
+                    &self.scripts.revoke,
+                    &[index, tenant.keys.session_by_handle(&tag, handle)],
+                    vec![Value::from(handle), Value::from(principal)],
+                    |n: &i64| *n > 0,
+                    |n: &i64| *n > 0,
+                )
+                .await?;
+            self.forget(&tenant.keys.session_by_handle(&tag, handle));
+            if revoked > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
-    /// Revokes every session of a principal but `except`; returns how many.
+    /// Revokes every session of a principal but `except`, in every index it has; returns how
+    /// many.
     #[tracing::instrument(level = "debug", name = "valkey.revoke_all", skip_all)]
     pub async fn revoke_all(
         &self,
@@ -387,7 +418,22 @@ impl SessionStore {
         principal: &str,
         except: Option<&SessionId>,
     ) -> Result<u64, Error> {
-        let tag = self.principal_tag(tenant, principal).await?;
+        let mut total = 0;
+        for tag in self.principal_tags(tenant, principal).await? {
+            total += self.revoke_index(tenant, &tag, principal, except).await?;
+        }
+        Ok(total)
+    }
+
+    /// Revokes every session of one index of a principal but `except`.
+    async fn revoke_index(
+        &self,
+        tenant: &Tenant,
+        tag: &SlotTag,
+        principal: &str,
+        except: Option<&SessionId>,
+    ) -> Result<u64, Error> {
+        let tag = tag.clone();
         let index = tenant.keys.index(&tag);
         let keep = except
             .filter(|id| id.tag().as_ref() == Some(&tag))
@@ -466,9 +512,32 @@ fn listed(reply: &[Value]) -> Listed {
                 idle_timeout_ms: n(4),
                 absolute_expires_at_ms: Some(n(5)).filter(|&a| a > 0),
                 attributes,
+                score: n(7),
             })
         })
         .collect();
+    Listed { entries, next }
+}
+
+/// One page out of pages of several indexes, each listed after the same cursor: ordered as one
+/// index would be (score, then handle, both descending), and never past the point where an
+/// index stopped early (it may hold entries before the others' next ones).
+fn merge(pages: Vec<Listed>, size: usize) -> Listed {
+    let position = |e: &SessionEntry| (e.score, e.handle.clone());
+    // The earliest point any index stopped at: nothing after it is known to be complete.
+    let limit = pages.iter().filter_map(|p| p.next.clone()).max();
+    let mut entries: Vec<SessionEntry> = pages
+        .into_iter()
+        .flat_map(|p| p.entries)
+        .filter(|e| limit.as_ref().is_none_or(|l| position(e) >= *l))
+        .collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(position(e)));
+    let next = if entries.len() > size {
+        entries.truncate(size);
+        entries.last().map(position)
+    } else {
+        limit
+    };
     Listed { entries, next }
 }
 

@@ -1,8 +1,11 @@
-//! The deployment's secret for slot tags and page tokens, kept in Valkey itself: every instance
-//! of the service must derive the same tag for a principal, and none needs configuring for it.
-//! Created once with `SET NX GET` (whoever is first wins), read once per process.
+//! The deployment's secrets for slot tags and page tokens: every instance of the service must
+//! derive the same tag for a principal. They come from `secret.file` / `secret.keys` (shared by
+//! every instance, rotated by listing a new one first), or, unconfigured, from Valkey itself
+//! (`SET NX GET`: whoever is first wins). Which one writes, and whether the instances agree, is
+//! agreement.rs's.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use bytes::Bytes;
 use fred::{
     prelude::KeysInterface,
     types::{SetOptions, Value},
@@ -15,10 +18,47 @@ use crate::SessionStore;
 use session_core::{Error, SlotTag};
 
 /// A 256-bit key for HMAC-SHA256.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret([u8; 32]);
 
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({})", self.fingerprint())
+    }
+}
+
 impl Secret {
+    /// A secret as configured: 32 bytes in base64 (standard or URL-safe, padding optional), as
+    /// `openssl rand -base64 32` prints them.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        let text = text.trim().trim_end_matches('=');
+        let bytes = STANDARD_NO_PAD
+            .decode(text)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+            .map_err(|_| "a secret is 32 bytes in base64 (openssl rand -base64 32)".to_owned())?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+            format!(
+                "a secret is 32 bytes in base64 (openssl rand -base64 32), this one is {}",
+                b.len()
+            )
+        })?;
+        Ok(Self(bytes))
+    }
+
+    /// From raw bytes (the key Valkey holds).
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self(bytes.try_into().ok()?))
+    }
+
+    /// A short public name of the secret: instances compare these, never the secret.
+    pub fn fingerprint(&self) -> String {
+        self.mac(&[b"fingerprint"])[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The slot tag of `principal` in `tenant`: keyed, so a tag says nothing about who it is.
     pub fn principal_tag(&self, tenant: &str, principal: &str) -> SlotTag {
         let mac = self.mac(&[b"tag", tenant.as_bytes(), principal.as_bytes()]);
@@ -91,46 +131,155 @@ impl Secret {
     }
 }
 
+/// The secrets an instance knows, and the one it writes with (agreement.rs chooses it).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// Tags new sessions and signs page tokens.
+    writing: Secret,
+    /// Every secret whose tags and tokens are read, the writing one first.
+    known: Vec<Secret>,
+}
+
+impl Keys {
+    /// `known[writing]` writes; every one of `known` is read.
+    pub fn new(known: &[Secret], writing: usize) -> Self {
+        let writing = known[writing].clone();
+        let mut all = vec![writing.clone()];
+        all.extend(known.iter().filter(|k| **k != writing).cloned());
+        Self {
+            writing,
+            known: all,
+        }
+    }
+
+    /// The secret new tags and page tokens come from.
+    pub fn writing(&self) -> &Secret {
+        &self.writing
+    }
+
+    /// The tag new sessions of `principal` get.
+    pub fn principal_tag(&self, tenant: &str, principal: &str) -> SlotTag {
+        self.writing.principal_tag(tenant, principal)
+    }
+
+    /// Every tag `principal`'s sessions may have: the writing secret's first, then those of
+    /// secrets being rotated out (their sessions live until they expire or move at a rotation).
+    pub fn principal_tags(&self, tenant: &str, principal: &str) -> Vec<SlotTag> {
+        let mut tags: Vec<SlotTag> = Vec::with_capacity(self.known.len());
+        for tag in self
+            .known
+            .iter()
+            .map(|k| k.principal_tag(tenant, principal))
+        {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        tags
+    }
+
+    /// A page token, signed with the writing secret.
+    pub fn page_token(
+        &self,
+        tenant: &str,
+        principal: &str,
+        cursor: &(u64, String),
+        now_ms: u64,
+    ) -> String {
+        self.writing.page_token(tenant, principal, cursor, now_ms)
+    }
+
+    /// The cursor of a page token any known secret signed.
+    pub fn open_page_token(
+        &self,
+        tenant: &str,
+        principal: &str,
+        token: &str,
+        now_ms: u64,
+    ) -> Result<(u64, String), &'static str> {
+        let mut first = None;
+        for key in &self.known {
+            match key.open_page_token(tenant, principal, token, now_ms) {
+                Ok(cursor) => return Ok(cursor),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or("page_token is not a token this service issued"))
+    }
+}
+
 impl SessionStore {
-    /// The deployment's secret, created in Valkey by the first instance that needs it.
-    pub async fn secret(&self) -> Result<Secret, Error> {
-        self.secret
-            .get_or_try_init(|| async {
+    /// The secret kept in Valkey (`<prefix>_secret`) when none is configured: made by the first
+    /// instance that needs it, or put back from memory by an instance that knows it when the key
+    /// is gone (FLUSHALL, an unreplicated failover). Returns what the key holds now.
+    pub(crate) async fn stored_secret(&self, mine: Option<&Secret>) -> Result<Secret, Error> {
+        let fresh = match mine {
+            Some(secret) => secret.0,
+            None => {
                 let mut fresh = [0u8; 32];
                 getrandom::fill(&mut fresh).expect("the OS random number generator failed");
-                let (key, fresh_value) = (&self.secret_key, &fresh);
-                let previous: Value = self
-                    .keyed("set_secret", key, |c| async move {
-                        c.set(
-                            key,
-                            Value::Bytes(fresh_value.to_vec().into()),
-                            None,
-                            Some(SetOptions::NX),
-                            true,
-                        )
-                        .await
-                    })
-                    .await?;
-                let key = match previous {
-                    Value::Null => fresh.to_vec(),
-                    Value::Bytes(b) => b.to_vec(),
-                    Value::String(s) => s.as_bytes().to_vec(),
-                    other => {
-                        return Err(Error::Internal(format!(
-                            "unexpected secret reply {other:?}"
-                        )));
-                    }
-                };
-                let key: [u8; 32] = key.try_into().map_err(|_| {
-                    Error::Internal(format!(
-                        "{} does not hold a 32-byte secret",
-                        self.secret_key
-                    ))
-                })?;
-                Ok(Secret(key))
+                fresh
+            }
+        };
+        let (key, fresh_value) = (&self.secret_key, &fresh);
+        let previous: Value = self
+            .keyed("set_secret", key, |c| async move {
+                c.set(
+                    key,
+                    Value::Bytes(fresh_value.to_vec().into()),
+                    None,
+                    Some(SetOptions::NX),
+                    true,
+                )
+                .await
             })
-            .await
-            .cloned()
+            .await?;
+        let held = match previous {
+            Value::Null => {
+                if mine.is_some() {
+                    tracing::warn!(
+                        key = %self.secret_key,
+                        "the deployment secret was missing from valkey; put back the one this \
+                         instance uses"
+                    );
+                }
+                fresh.to_vec()
+            }
+            Value::Bytes(b) => b.to_vec(),
+            Value::String(s) => s.as_bytes().to_vec(),
+            other => {
+                return Err(Error::Internal(format!(
+                    "unexpected secret reply {other:?}"
+                )));
+            }
+        };
+        Secret::from_bytes(&held).ok_or_else(|| {
+            Error::Internal(format!(
+                "{} does not hold a 32-byte secret",
+                self.secret_key
+            ))
+        })
+    }
+
+    /// Whether Valkey still holds a secret (`EXISTS`: the value is not sent again every time).
+    pub(crate) async fn stored_secret_exists(&self) -> Result<bool, Error> {
+        let key = &self.secret_key;
+        let n: i64 = self
+            .keyed("exists_secret", key, |c| async move { c.exists(key).await })
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The secret Valkey holds (`<prefix>_secret`), if any: read-only, for deployments that
+    /// move from it to a configured secret without losing anyone's index.
+    pub(crate) async fn stored_secret_if_any(&self) -> Result<Option<Secret>, Error> {
+        let key = &self.secret_key;
+        let held: Option<Bytes> = self
+            .keyed("get_secret", key, |c| async move { c.get(key).await })
+            .await?;
+        Ok(held.and_then(|b| Secret::from_bytes(&b)))
     }
 }
 

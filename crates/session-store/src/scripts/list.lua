@@ -4,7 +4,7 @@
 -- ARGV[1] key prefix of the slot's sessions   ARGV[2] page size   ARGV[3] cursor score or ''
 -- ARGV[4] cursor handle   ARGV[5] principal   ARGV[6..] display attribute names
 -- Returns {next_score or '', next_handle or '', entries}, an entry being
--- {handle, version, created, last, idle, absolute, {name, value, ...}}
+-- {handle, version, created, last, idle, absolute, {name, value, ...}, score}
 local want = tonumber(ARGV[2])
 local budget = want * 10 + 100
 local wanted = {}
@@ -69,7 +69,7 @@ while true do
             pos = pos + len
           end
         end
-        entries[#entries + 1] = {handle, version, created, last, idle, abs, attrs}
+        entries[#entries + 1] = {handle, version, created, last, idle, abs, attrs, score}
         last_score, last_handle = score, handle
       end
     end
