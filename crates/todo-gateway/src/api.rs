@@ -95,10 +95,10 @@ pub struct Health {
     pub status: String,
 }
 
-/// The session's todos; the first visit stores and returns the demo todo.
+/// The session's todos; without a session, the demo todo (nothing is stored until a change).
 #[utoipa::path(
     get, path = "/todos",
-    params(("SESSION" = Option<String>, Cookie, description = "Session id; absent or unknown starts a new session")),
+    params(("SESSION" = Option<String>, Cookie, description = "Session id; absent or unknown shows the demo todo and stores nothing")),
     responses(
         (status = 200, description = "The todos of this session", body = [Todo]),
         SessionErrors,

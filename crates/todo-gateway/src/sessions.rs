@@ -82,20 +82,28 @@ impl Sessions {
         })
     }
 
-    /// The session's todos, creating the session (or its list) on the first visit.
+    /// The session's todos. Without a live session (no cookie, or one that ended) this is the
+    /// demo's seed and nothing is stored: a session starts with the first change, so cookieless
+    /// GETs (crawlers, a flood) cost no Valkey memory.
     pub async fn list(&self, cookie: Option<&str>) -> Result<TodoSession, ApiError> {
         if let Some(id) = cookie
             && let Some(session) = self.get(id, false).await?
-            && let Some(Some(todos)) = stored_todos(&session)
         {
+            let todos = match stored_todos(&session) {
+                Some(Some(todos)) => todos,
+                _ => todos::seed(),
+            };
             return Ok(TodoSession {
                 id: session.id,
                 created: false,
                 todos,
             });
         }
-        let (session, ()) = self.edit(cookie, |_| Ok(())).await?;
-        Ok(session)
+        Ok(TodoSession {
+            id: String::new(),
+            created: false,
+            todos: todos::seed(),
+        })
     }
 
     /// Applies `change` to the session's list and stores it; a concurrent edit of the same

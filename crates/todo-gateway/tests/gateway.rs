@@ -83,6 +83,26 @@ fn set_cookie(response: &Response) -> Option<(String, String)> {
         })
 }
 
+/// The seeded todo's id (the same in every session).
+const SEED: &str = "5eed000000000000";
+
+/// The first change of a browser without a session (marking the seeded todo not done, which it
+/// is): a GET stores nothing, this starts the session and sets the cookie.
+fn first_change(client: &Client, stack_url: String) -> reqwest::RequestBuilder {
+    client
+        .patch(format!("{stack_url}/todos/{SEED}"))
+        .json(&json!({"done": false}))
+}
+
+/// Starts a session through `client` (its cookie store keeps it): the cookie value.
+async fn start_session(client: &Client, stack: &Stack) -> String {
+    let response = first_change(client, stack.url("")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    set_cookie(&response)
+        .expect("the first change sets SESSION")
+        .0
+}
+
 async fn json_of(response: Response) -> Value {
     response.json().await.unwrap()
 }
@@ -97,11 +117,36 @@ async fn assert_error(response: Response, status: StatusCode) -> Value {
 }
 
 #[tokio::test]
-async fn first_visit_seeds_the_demo_todo_in_a_cookie_session() {
+async fn first_visit_shows_the_seed_and_the_first_change_stores_a_cookie_session() {
     let stack = Stack::start();
-    let first = bare().get(stack.url("/todos")).send().await.unwrap();
+    let keys = || stack.valkey.cli(&["DBSIZE"]).trim().to_owned();
+    let before = keys();
+    // Cookieless GETs (a first visit, a crawler, a flood) show the seed and store nothing.
+    let mut seen = None;
+    for _ in 0..20 {
+        let first = bare().get(stack.url("/todos")).send().await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        assert!(set_cookie(&first).is_none(), "a GET starts no session");
+        let todos = json_of(first).await;
+        assert_eq!(todos.as_array().unwrap().len(), 1);
+        assert_eq!(todos[0]["id"], SEED);
+        assert_eq!(todos[0]["title"], "Hello World");
+        assert_eq!(todos[0]["description"], "This is session test");
+        assert_eq!(todos[0]["done"], false);
+        seen = Some(todos);
+    }
+    assert_eq!(keys(), before, "nothing reached Valkey");
+    let seen = seen.unwrap();
+
+    // The first change starts the session: the cookie carries the service's id.
+    let first = bare()
+        .patch(stack.url(&format!("/todos/{SEED}")))
+        .json(&json!({"done": true}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status(), StatusCode::OK);
-    let (id, line) = set_cookie(&first).expect("the first visit sets SESSION");
+    let (id, line) = set_cookie(&first).expect("the first change sets SESSION");
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(line.contains(attribute), "{attribute} missing: {line}");
     }
@@ -110,12 +155,8 @@ async fn first_visit_seeds_the_demo_todo_in_a_cookie_session() {
         "plain HTTP must not get Secure: {line}"
     );
     assert_eq!(id.len(), 55, "the cookie carries the service's session id");
-    let todos = json_of(first).await;
-    assert_eq!(todos.as_array().unwrap().len(), 1);
-    assert_eq!(todos[0]["title"], "Hello World");
-    assert_eq!(todos[0]["description"], "This is session test");
-    assert_eq!(todos[0]["done"], false);
-    assert!(todos[0]["id"].is_string());
+    let mut todos = seen.clone();
+    todos[0]["done"] = json!(true);
 
     // Stored in valkey-sessions, not in the gateway: the service returns the same list.
     assert_eq!(stack.stored(&id).await.unwrap(), todos);
@@ -133,8 +174,6 @@ async fn first_visit_seeds_the_demo_todo_in_a_cookie_session() {
     assert_eq!(json_of(again).await, todos);
 }
 
-/// Every response tells the browser not to frame, sniff or run anything but the page's own
-/// script and style (hashes in the Content-Security-Policy).
 #[tokio::test]
 async fn responses_carry_the_browser_security_headers() {
     let stack = Stack::start();
@@ -189,14 +228,14 @@ async fn a_client_that_never_finishes_its_headers_is_closed() {
 #[tokio::test]
 async fn secure_cookies_when_configured_for_https() {
     let stack = Stack::start_with(&[], &[("GATEWAY_COOKIE_SECURE", "true")]);
-    let response = bare().get(stack.url("/todos")).send().await.unwrap();
+    let response = first_change(&bare(), stack.url("")).send().await.unwrap();
     let (_, line) = set_cookie(&response).unwrap();
     assert!(line.contains("Secure"), "{line}");
 }
 
-/// The Set-Cookie line of a first visit with the given headers.
+/// The Set-Cookie line of a first change with the given headers.
 async fn first_cookie(url: String, headers: &[(&str, &str)]) -> String {
-    let mut request = bare().get(url);
+    let mut request = first_change(&bare(), url);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
@@ -211,29 +250,25 @@ async fn cookies_are_secure_whenever_the_browser_came_over_https() {
     // Behind a trusted proxy: its X-Forwarded-Proto decides.
     let proxied = Stack::start_with(&[], &[("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")]);
     assert!(
-        first_cookie(proxied.url("/todos"), &https)
+        first_cookie(proxied.url(""), &https)
             .await
             .contains("Secure")
     );
-    let plain = first_cookie(proxied.url("/todos"), &[]).await;
+    let plain = first_cookie(proxied.url(""), &[]).await;
     assert!(
         !plain.contains("Secure"),
         "plain HTTP from the proxy: {plain}"
     );
     // Anyone else's X-Forwarded-Proto is ignored.
     let direct = Stack::start();
-    let spoofed = first_cookie(direct.url("/todos"), &https).await;
+    let spoofed = first_cookie(direct.url(""), &https).await;
     assert!(
         !spoofed.contains("Secure"),
         "an untrusted peer's header: {spoofed}"
     );
     // The cloud profile: always.
     let cloud = Stack::start_with(&[], &[("GATEWAY_PROFILE", "cloud")]);
-    assert!(
-        first_cookie(cloud.url("/todos"), &[])
-            .await
-            .contains("Secure")
-    );
+    assert!(first_cookie(cloud.url(""), &[]).await.contains("Secure"));
 
     // Served over HTTPS by the gateway itself (h2 or HTTP/1.1), certificate from files.
     let dir = tempfile::tempdir().unwrap();
@@ -249,8 +284,7 @@ async fn cookies_are_secure_whenever_the_browser_came_over_https() {
     );
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
     let client = Client::builder().add_root_certificate(ca).build().unwrap();
-    let response = client
-        .get(format!("https://{}/todos", tls.gateway.addr))
+    let response = first_change(&client, format!("https://{}", tls.gateway.addr))
         .send()
         .await
         .unwrap();
@@ -265,8 +299,7 @@ async fn state_changing_requests_from_a_foreign_origin_are_refused() {
         &[("GATEWAY_ALLOWED_ORIGINS", "https://app.example.com")],
     );
     let browser = browser();
-    let first = browser.get(stack.url("/todos")).send().await.unwrap();
-    let (id, _) = set_cookie(&first).unwrap();
+    let id = start_session(&browser, &stack).await;
     let own = format!("http://{}", stack.gateway.addr);
     let new = json!({"title": "t", "description": "d"});
     for (origin, fetch_site, expected) in [
@@ -338,13 +371,12 @@ async fn the_gateway_authenticates_to_a_secured_service_like_any_caller() {
             ("SESSION_SERVICE_TOKEN_FILE", &token),
         ],
     );
-    let response = browser()
-        .get(format!("http://{}/todos", gateway.addr))
+    let response = first_change(&browser(), format!("http://{}", gateway.addr))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(json_of(response).await[0]["title"], "Hello World");
+    assert_eq!(json_of(response).await["title"], "Hello World");
     // Without its token the same gateway is refused by the service: never a silent success.
     let anonymous = Service::gateway(
         service.addr,
@@ -353,8 +385,7 @@ async fn the_gateway_authenticates_to_a_secured_service_like_any_caller() {
             ("SESSION_SERVICE_CA_FILE", &ca),
         ],
     );
-    let refused = bare()
-        .get(format!("http://{}/todos", anonymous.addr))
+    let refused = first_change(&bare(), format!("http://{}", anonymous.addr))
         .send()
         .await
         .unwrap();
@@ -439,14 +470,20 @@ async fn forged_expired_and_logged_out_cookies_start_a_fresh_session() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "cookie {forged:?}");
-        let (id, _) = set_cookie(&response).expect("a fresh session");
-        assert_ne!(id, forged);
+        assert!(set_cookie(&response).is_none(), "a GET starts nothing");
         assert_eq!(json_of(response).await[0]["title"], "Hello World");
+        let changed = first_change(&bare(), stack.url(""))
+            .header(header::COOKIE, format!("SESSION={forged}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), StatusCode::OK, "cookie {forged:?}");
+        let (id, _) = set_cookie(&changed).expect("a fresh session");
+        assert_ne!(id, forged);
     }
 
     // Expired: the service forgot it (idle timeout 1 s), the gateway starts over.
-    let first = bare().get(stack.url("/todos")).send().await.unwrap();
-    let (expired, _) = set_cookie(&first).unwrap();
+    let expired = start_session(&bare(), &stack).await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
     assert_eq!(stack.stored(&expired).await, Err(Code::NotFound));
     let added = bare()
@@ -474,8 +511,7 @@ async fn forged_expired_and_logged_out_cookies_start_a_fresh_session() {
 #[tokio::test]
 async fn logout_deletes_the_session_and_clears_the_cookie() {
     let stack = Stack::start();
-    let first = bare().get(stack.url("/todos")).send().await.unwrap();
-    let (id, _) = set_cookie(&first).unwrap();
+    let id = start_session(&bare(), &stack).await;
     assert!(stack.stored(&id).await.is_ok());
 
     let out = bare()
@@ -499,8 +535,7 @@ async fn logout_deletes_the_session_and_clears_the_cookie() {
             .unwrap();
         assert_eq!(again.status(), StatusCode::NO_CONTENT);
     }
-    let after = bare()
-        .get(stack.url("/todos"))
+    let after = first_change(&bare(), stack.url(""))
         .header(header::COOKIE, format!("SESSION={id}"))
         .send()
         .await
@@ -515,7 +550,7 @@ async fn logout_deletes_the_session_and_clears_the_cookie() {
 async fn concurrent_additions_of_one_browser_are_all_kept() {
     let stack = Stack::start();
     let web = browser();
-    web.get(stack.url("/todos")).send().await.unwrap();
+    start_session(&web, &stack).await;
     let mut expected = 1;
     let mut conflicts = 0.0;
     for round in 0..3 {
@@ -629,6 +664,7 @@ async fn bad_input_gets_a_4xx_with_a_json_error() {
 async fn an_unavailable_session_service_is_a_503_never_a_hang() {
     let mut stack = Stack::start_with(&[], &[("GATEWAY_CALL_TIMEOUT", "500ms")]);
     let web = browser();
+    start_session(&web, &stack).await;
     assert_eq!(
         web.get(stack.url("/readyz")).send().await.unwrap().status(),
         StatusCode::OK
@@ -684,9 +720,8 @@ async fn an_unavailable_session_service_is_a_503_never_a_hang() {
 async fn a_full_session_store_is_a_503_and_the_browser_keeps_its_session() {
     let stack = Stack::start();
     let web = browser();
-    let first = web.get(stack.url("/todos")).send().await.unwrap();
-    let (id, _) = set_cookie(&first).expect("a session");
-    let todos = json_of(first).await;
+    let id = start_session(&web, &stack).await;
+    let todos = stack.stored(&id).await.unwrap();
     stack
         .valkey
         .cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
@@ -778,8 +813,7 @@ async fn trace_context_flows_from_the_browser_through_the_gateway_to_the_service
 
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let browser_span = "b7ad6b7169203331";
-    let response = bare()
-        .get(stack.url("/todos"))
+    let response = first_change(&bare(), stack.url(""))
         .header("traceparent", format!("00-{trace_id}-{browser_span}-01"))
         .send()
         .await
@@ -799,7 +833,7 @@ async fn trace_context_flows_from_the_browser_through_the_gateway_to_the_service
                 && hex(&span.trace_id) == trace_id
         });
         if let (Some((_, gateway_span)), Some((_, rpc))) = (gateway_span, rpc) {
-            assert_eq!(gateway_span.name, "GET /todos");
+            assert_eq!(gateway_span.name, "PATCH /todos/{id}");
             assert_eq!(hex(&gateway_span.parent_span_id), browser_span);
             assert_eq!(
                 rpc.parent_span_id, gateway_span.span_id,
@@ -860,8 +894,7 @@ async fn sessions_of(stack: &Stack, client: &Client) -> (StatusCode, Value) {
 #[tokio::test]
 async fn login_moves_the_session_and_its_todos_to_a_new_id() {
     let stack = Stack::start();
-    let first = bare().get(stack.url("/todos")).send().await.unwrap();
-    let (anonymous, _) = set_cookie(&first).unwrap();
+    let anonymous = start_session(&bare(), &stack).await;
     let cookie = format!("SESSION={anonymous}");
     let added = bare()
         .post(stack.url("/todos"))
@@ -923,9 +956,15 @@ async fn login_moves_the_session_and_its_todos_to_a_new_id() {
         .send()
         .await
         .unwrap();
+    assert!(set_cookie(&old).is_none(), "a GET starts nothing");
+    assert_eq!(json_of(old).await.as_array().unwrap().len(), 1, "the seed");
+    let old = first_change(&bare(), stack.url(""))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
     let (fresh, _) = set_cookie(&old).expect("the old cookie starts over");
     assert_ne!(fresh, signed_in);
-    assert_eq!(json_of(old).await.as_array().unwrap().len(), 1);
     let (status, _) = sessions_of(&stack, &browser_with_cookie(&format!("SESSION={fresh}"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
@@ -976,10 +1015,7 @@ async fn two_browsers_of_one_user_see_each_other_and_one_logs_out_the_other() {
     let desktop = browser_as(CHROME_ON_LINUX);
     let stranger = browser_as(CHROME_ON_LINUX);
     for web in [&laptop, &desktop] {
-        assert_eq!(
-            web.get(stack.url("/todos")).send().await.unwrap().status(),
-            StatusCode::OK
-        );
+        start_session(web, &stack).await;
     }
     sign_in(&stack, &laptop, "bob").await;
     let desktop_id = sign_in(&stack, &desktop, "bob").await;
@@ -1039,10 +1075,11 @@ async fn two_browsers_of_one_user_see_each_other_and_one_logs_out_the_other() {
         "the desktop is signed out"
     );
     let next = desktop.get(stack.url("/todos")).send().await.unwrap();
-    let (fresh, _) = set_cookie(&next).expect("its next request starts a fresh session");
-    assert_ne!(fresh, desktop_id);
-    assert_eq!(stack.session(&fresh).await.unwrap().principal, "");
+    assert!(set_cookie(&next).is_none(), "a GET starts nothing");
     assert_eq!(json_of(next).await[0]["title"], "Hello World");
+    let fresh = start_session(&desktop, &stack).await;
+    assert_ne!(fresh, desktop_id, "its next change starts a fresh session");
+    assert_eq!(stack.session(&fresh).await.unwrap().principal, "");
     let (_, mine) = sessions_of(&stack, &laptop).await;
     assert_eq!(mine["sessions"].as_array().unwrap().len(), 1);
     assert_eq!(mine["sessions"][0]["current"], true);
@@ -1112,7 +1149,7 @@ async fn two_browsers_of_one_user_see_each_other_and_one_logs_out_the_other() {
 async fn sessions_need_a_signed_in_browser() {
     let stack = Stack::start();
     let anonymous = browser();
-    anonymous.get(stack.url("/todos")).send().await.unwrap();
+    start_session(&anonymous, &stack).await;
     for web in [&bare(), &anonymous] {
         let response = web.get(stack.url("/sessions")).send().await.unwrap();
         assert!(set_cookie(&response).is_none());
@@ -1184,7 +1221,7 @@ async fn a_user_at_a_refusing_session_limit_gets_409() {
     sign_in(&stack, &browser(), "erin").await;
     for web in [bare(), browser()] {
         // With no session (Create) and with an anonymous one (Rotate).
-        web.get(stack.url("/todos")).send().await.unwrap();
+        first_change(&web, stack.url("")).send().await.unwrap();
         let refused = web
             .post(stack.url("/login"))
             .json(&json!({"username": "erin"}))
@@ -1202,7 +1239,7 @@ async fn a_user_at_a_refusing_session_limit_gets_409() {
         assert_eq!(sessions_of(&stack, &web).await.0, StatusCode::UNAUTHORIZED);
     }
     let kept = browser();
-    kept.get(stack.url("/todos")).send().await.unwrap();
+    let kept_id = start_session(&kept, &stack).await;
     let refused = kept
         .post(stack.url("/login"))
         .json(&json!({"username": "erin"}))
@@ -1211,8 +1248,9 @@ async fn a_user_at_a_refusing_session_limit_gets_409() {
         .unwrap();
     assert_eq!(refused.status(), StatusCode::CONFLICT);
     let after = kept.get(stack.url("/todos")).send().await.unwrap();
+    assert!(set_cookie(&after).is_none());
     assert!(
-        set_cookie(&after).is_none(),
+        stack.session(&kept_id).await.is_ok(),
         "the anonymous session survived the refused login"
     );
 }
