@@ -293,7 +293,11 @@ async fn connect_store(
         tracing::warn!(%url, "valkey not reachable yet; reconnecting in the background");
     }
     valkey.spawn_refresh(config.valkey.replica_sync_interval);
-    store.spawn_secret_agreement();
+    // Configured secrets are checked from the start, so a wrong one is refused before it is
+    // used; one kept in Valkey is made and checked from its first use (agreement.rs).
+    if store.secrets_configured() {
+        store.spawn_secret_agreement();
+    }
     Ok((valkey, store))
 }
 

@@ -34,6 +34,8 @@ pub(crate) struct Keyring {
     state: std::sync::RwLock<State>,
     /// The first check, run once however many requests wait for it.
     first: tokio::sync::Mutex<()>,
+    /// Whether the periodic check runs.
+    running: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -49,6 +51,11 @@ struct State {
 }
 
 impl Keyring {
+    /// Whether the secrets come from the configuration (not from Valkey).
+    pub(crate) fn configured(&self) -> bool {
+        !self.configured.is_empty()
+    }
+
     /// A keyring registering in `fleet_key`; `configured` empty means the secret lives in Valkey.
     pub(crate) fn new(configured: Vec<Secret>, fleet_key: String, interval: Duration) -> Self {
         Self {
@@ -57,6 +64,7 @@ impl Keyring {
             interval,
             state: std::sync::RwLock::default(),
             first: tokio::sync::Mutex::new(()),
+            running: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -132,6 +140,8 @@ impl SessionStore {
             return current;
         }
         self.check_secrets().await?;
+        // Kept in Valkey, the secret is made when first needed, and checked from then on.
+        self.spawn_secret_agreement();
         self.secrets
             .current()
             .unwrap_or_else(|| Err(Error::Internal("the secret check chose nothing".into())))
@@ -147,8 +157,17 @@ impl SessionStore {
             .is_none()
     }
 
-    /// Checks the agreement every `secret.agreement_interval`, for as long as the process runs.
+    /// Checks the agreement every `secret.agreement_interval`, for as long as the process runs
+    /// (once started: at start-up for configured secrets, by the first use of one kept in
+    /// Valkey, so an instance that never needs it writes nothing).
     pub fn spawn_secret_agreement(&self) {
+        if self
+            .secrets
+            .running
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         let store = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(store.secrets.interval);

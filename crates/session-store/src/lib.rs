@@ -166,6 +166,11 @@ impl SessionStore {
         self
     }
 
+    /// Whether the deployment's secrets are configured (and so checked from start-up on).
+    pub fn secrets_configured(&self) -> bool {
+        self.secrets.configured()
+    }
+
     /// The same store, but every write it makes is acknowledged only once a replica has it too
     /// (waiting up to `timeout`); otherwise the operation fails with [`Error::NotReplicated`].
     pub fn durable(&self, timeout: Duration) -> Self {
