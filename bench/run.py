@@ -52,6 +52,10 @@ VALKEY_SH = ROOT / "infra" / "local" / "valkey.sh"
 # deployment secret's agreement check: exists, hgetall, hset, pexpire, hdel).
 BACKGROUND = re.compile(r"^(info|client|ping|cluster|readonly|hello|command|config|memory|scan|strlen|select|replconf|monitor|script|exists|hgetall|hset|pexpire|hdel)$")
 RPC_OPS = ("get", "put", "create", "mixed")
+# The most a Put acknowledged on one instance may take, at p99, to stop another instance's near
+# cache serving the old version, for --check: release runs measure 1-2 ms; the CI smoke run (a
+# debug build on 2 cores, sharing them with six Valkey processes) 11-30 ms.
+COHERENCE_P99_MS = 100
 # Interleaved rounds of the security cost (plaintext, then TLS + token, each round).
 SECURITY_ROUNDS = 3
 FLOOR_OPS = ("get", "put", "create")
@@ -853,6 +857,10 @@ def check(results):
         for part in ("hot_get", "coherence"):
             if sum(nc[part]["errors"].values()):
                 problems.append(f"{name} near cache {part}: errors {nc[part]['errors']}")
+        p99_ms = nc["coherence"]["total"]["p99_us"] / 1000
+        if p99_ms > COHERENCE_P99_MS:
+            problems.append(f"{name} near cache: a write reached the other instance's cache in "
+                            f"{p99_ms:.1f} ms at p99, want at most {COHERENCE_P99_MS} ms")
     for name, r in results.get("principals", {}).items():
         if sum(r["errors"].values()):
             problems.append(f"principals {name}: errors {r['errors']}")

@@ -62,6 +62,17 @@ class Check(unittest.TestCase):
         self.assertEqual(run.check(results), ["standalone get at 200/s: errors {'UNAVAILABLE': 3}"])
 
 
+    def test_fails_on_a_slow_near_cache_invalidation(self):
+        def with_coherence(p99_us):
+            results = self.results()
+            near = {"hot_get_counts": {"round_trips": 0.0}, "hot_get": {"errors": {}},
+                    "coherence": {"errors": {}, "total": {"p99_us": p99_us}}}
+            results["standalone"] = {**results["standalone"], "near_cache": near}
+            return run.check(results)
+        self.assertEqual(with_coherence(2_000), [])
+        self.assertEqual(len(with_coherence(250_000)), 1)
+
+
 class SpringLayout(unittest.TestCase):
     def test_java_serialization_sizes(self):
         self.assertEqual(len(run.java_long(1)), 82)

@@ -124,7 +124,8 @@ pub struct Op {
 }
 
 /// What the load knows was acknowledged: per session, the last version and value a Put returned.
-type Acked = HashMap<usize, (u64, String)>;
+/// Every acknowledged Put of each session, in the order the acknowledgements came.
+type Acked = HashMap<usize, Vec<(u64, String)>>;
 
 /// Puts (with expected_version) and eventual Gets over a set of sessions from `workers` tasks
 /// until finished; every RPC is recorded.
@@ -144,7 +145,7 @@ impl Load {
     pub fn start(client: &Client, ids: Vec<String>, workers: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(Mutex::new(Vec::new()));
-        let acked = Arc::new(Mutex::new(HashMap::new()));
+        let acked: Arc<Mutex<Acked>> = Arc::new(Mutex::new(HashMap::new()));
         let mut tasks = Vec::new();
         for w in 0..workers {
             let mine: Vec<(usize, String)> = ids
@@ -178,7 +179,12 @@ impl Load {
                             Ok(r) => {
                                 let v = r.into_inner().session.unwrap().version;
                                 known.insert(*i, v);
-                                acked.lock().unwrap().insert(*i, (v, value));
+                                acked
+                                    .lock()
+                                    .unwrap()
+                                    .entry(*i)
+                                    .or_default()
+                                    .push((v, value));
                                 (Code::Ok, String::new())
                             }
                             Err(s) => {
@@ -408,9 +414,20 @@ impl Report {
     /// least the acknowledged one, and if equal the value is the acknowledged one.
     pub async fn assert_nothing_lost(&self, c: &mut Client) {
         for (i, id) in self.ids.iter().enumerate() {
-            let Some((version, value)) = self.acked.get(&i) else {
+            let Some(acks) = self.acked.get(&i) else {
                 continue;
             };
+            // Every acknowledgement, not just the last: a write lost in a failover lets a later
+            // compare-and-set Put be acknowledged with the lost version again.
+            for pair in acks.windows(2) {
+                let ((earlier, value), (later, _)) = (&pair[0], &pair[1]);
+                assert!(
+                    later > earlier,
+                    "session {i}: acknowledged version {earlier} ({value:?}) was lost: a later \
+                     write was acknowledged as version {later}"
+                );
+            }
+            let (version, value) = acks.last().expect("at least one");
             let s = c
                 .get(GetRequest {
                     id: id.clone(),
@@ -436,5 +453,31 @@ impl Report {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write lost in a failover whose version a later write was acknowledged with again: the
+    /// last acknowledgement alone looks fine, every acknowledgement does not.
+    #[tokio::test]
+    #[should_panic(expected = "acknowledged version 5 (\"w1\") was lost")]
+    async fn a_lost_write_whose_version_came_back_is_caught() {
+        let report = Report {
+            ids: vec!["never-read".into()],
+            ops: Vec::new(),
+            acked: HashMap::from([(
+                0,
+                vec![(4, "w0".into()), (5, "w1".into()), (5, "w2".into())],
+            )]),
+        };
+        // Never connected: the check fails before it reads anything.
+        let channel = tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        let mut c = session_proto::caller::CallerOptions::default()
+            .client(channel)
+            .unwrap();
+        report.assert_nothing_lost(&mut c).await;
     }
 }
